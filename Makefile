@@ -1,0 +1,33 @@
+# Two entry points: `make demo` (set up + run the main job) and `make test` (set up + run the tests).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ringfl-installed
+
+.PHONY: demo test lint format setup clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# Pin torch to the CPU build first: an unpinned torch pulls a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m ringfl demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ringfl tests experiments examples
+	$(VENV)/bin/ruff format --check ringfl tests experiments examples
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format ringfl tests experiments examples
+	$(VENV)/bin/ruff check --fix ringfl tests experiments examples
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info runs

@@ -1,0 +1,3 @@
+from ringfl.cli import main
+
+raise SystemExit(main())

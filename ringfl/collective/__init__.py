@@ -1,0 +1,1 @@
+"""Collectives as sans-I/O state machines: events in, actions out (see `events`)."""

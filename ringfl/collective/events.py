@@ -1,0 +1,92 @@
+"""The vocabulary shared by every protocol state machine and every driver.
+
+A protocol object does no I/O and reads no clock. A driver (ZeroMQ, or the in-memory
+network with its virtual clock) feeds it events and carries out the actions it returns:
+
+    actions = proto.start()                # once
+    actions = proto.receive(message)       # a decoded message from a neighbour
+    actions = proto.peers_lost({3})        # the driver declared peer 3 gone (deadline passed)
+
+Each call returns a list of actions: `Send(to, message)` or `Done(result)`.
+`proto.expecting()` names the peers it is waiting on, so a driver whose deadline passes
+can say who is missing. A message that does not fit the protocol's current state (wrong
+round, step, sender or length, a duplicate) makes `receive` raise `WireError`; the driver
+logs the reason and drops the message, and the protocol state is unchanged.
+
+Peers are identified by int ids: the index of the node in `ringfl.topology.peers(graph)`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class Kind(enum.IntEnum):
+    """What a message belongs to; drivers route messages by (kind, round)."""
+
+    ALLREDUCE = 1
+    GOSSIP = 2
+    BROADCAST = 3
+    SECURE = 4  # secure-aggregation setup and unmasking
+    CONTROL = 5  # hello, state transfer, liveness (real peers)
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """Fixed fields of every message. Integers are unsigned; `length` counts elements."""
+
+    kind: Kind
+    session: int  # u64: one training run; messages of another session are rejected
+    round: int  # u32
+    step: int  # u32: protocol step, e.g. 0 .. 2(N-1)-1 in a ring all-reduce
+    chunk: int  # u32
+    segment: int  # u32
+    sender: int  # u32 peer id
+    dtype: str  # numpy dtype name, one of ringfl.wire.DTYPES
+    length: int  # elements in the 1-D payload
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    header: Header
+    payload: np.ndarray  # 1-D, C-contiguous, dtype == header.dtype, len == header.length
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send `message` to peer `to`. The payload must stay untouched until the driver has
+    released it (the ZeroMQ driver sends zero-copy)."""
+
+    to: int
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The protocol finished; `result` is what it computed (an ndarray for collectives)."""
+
+    result: Any
+
+
+Action = Send | Done
+
+
+class Machine(Protocol):
+    """What a driver needs from a protocol state machine."""
+
+    peer: int
+
+    def start(self) -> list[Action]: ...
+
+    def receive(self, message: Message) -> list[Action]: ...
+
+    def peers_lost(self, peers: frozenset[int]) -> list[Action]: ...
+
+    def expecting(self) -> frozenset[int]: ...
+
+    @property
+    def done(self) -> bool: ...

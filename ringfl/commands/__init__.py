@@ -1,0 +1,1 @@
+"""Sub-commands of the `ringfl` CLI, one module each (see `ringfl.cli`)."""
