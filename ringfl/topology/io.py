@@ -165,8 +165,15 @@ def read_graphml(data: bytes, source: str = "graph") -> nx.Graph:
         g = nx.read_graphml(io.BytesIO(data), node_type=str)
     except Exception as exc:  # the XML parser and networkx raise many types
         raise TopologyError(f"{source}: not valid GraphML ({type(exc).__name__}: {exc})") from None
-    if g.is_directed() or g.is_multigraph():
-        return g  # validate() names the problem
+    # GraphML key defaults apply to every node/edge that lacks the attribute.
+    node_default = g.graph.pop("node_default", None) or {}
+    edge_default = g.graph.pop("edge_default", None) or {}
+    for _, data in g.nodes(data=True):
+        for key, val in node_default.items():
+            data.setdefault(key, val)
+    for *_, data in g.edges(data=True):
+        for key, val in edge_default.items():
+            data.setdefault(key, val)
     g = _relabel_int_ids(g)
     _decode_ring(g, source)
     return g
