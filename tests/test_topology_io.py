@@ -11,7 +11,6 @@ import networkx as nx
 import pytest
 
 from ringfl.errors import TopologyError
-from ringfl.topology import io as tio
 from ringfl.topology import (
     assign_local_addresses,
     load,
@@ -21,6 +20,7 @@ from ringfl.topology import (
     peers,
     save,
 )
+from ringfl.topology import io as tio
 
 EXTS = (".json", ".graphml", ".edgelist", ".txt")
 
