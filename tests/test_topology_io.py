@@ -8,6 +8,7 @@ import os
 import stat
 
 import networkx as nx
+import numpy as np
 import pytest
 
 from ringfl.errors import TopologyError
@@ -268,3 +269,24 @@ def test_save_is_atomic_and_shareable(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.graphml", "t.json"]
     with pytest.raises(TopologyError, match="cannot write topology file"):
         save(make("ring", 3), tmp_path / "no" / "such" / "dir.json")
+
+
+@pytest.mark.parametrize("ext", EXTS)
+def test_numpy_scalars_are_stored_as_numbers(tmp_path, ext):
+    g = nx.cycle_graph(4)
+    w = metropolis_hastings(g)  # numpy float64 entries
+    for u, v in g.edges():
+        g.edges[u, v]["weight"] = w[u, v]
+    g.nodes[0]["rank"] = np.int64(3)
+    save(g, tmp_path / f"np{ext}")
+    h = load(tmp_path / f"np{ext}")
+    assert h.edges[0, 1]["weight"] == pytest.approx(1 / 3, abs=0) and h.nodes[0]["rank"] == 3
+    assert type(h.edges[0, 1]["weight"]) is float
+
+
+def test_values_json_cannot_store_are_refused(tmp_path):
+    g = make("ring", 3)
+    g.nodes[0]["blob"] = object()
+    with pytest.raises(TopologyError, match=r"t\.json: cannot store object value"):
+        save(g, tmp_path / "t.json")
+    assert not (tmp_path / "t.json").exists()

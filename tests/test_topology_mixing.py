@@ -16,6 +16,7 @@ from ringfl.topology import (
     metropolis_hastings,
     mixing_choice,
     mixing_matrix,
+    mixing_rows,
     peers,
     spectral_gap,
 )
@@ -162,3 +163,15 @@ def test_rows_within_tolerance():
     g.nodes[0]["self_weight"] = 1e-8
     with pytest.raises(TopologyError, match=r"row of node 0 sums to"):
         mixing_matrix(g)
+
+
+@pytest.mark.parametrize("kind", ["ring", "star", "random-regular"])
+def test_sparse_rows_match_the_matrix(kind):
+    g = make(kind, 12, seed=2)
+    rows = mixing_rows(g)
+    w = mixing_matrix(g)
+    for i, row in enumerate(rows):
+        assert set(row) == {i} | {j for j in range(12) if w[i, j] > 0 and j != i}
+        for j in range(12):
+            assert w[i, j] == row.get(j, 0.0)
+        assert math.fsum(row.values()) == pytest.approx(1.0, abs=1e-15)

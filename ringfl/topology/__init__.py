@@ -10,9 +10,12 @@ from ringfl.topology.generators import KINDS, assign_local_addresses, make, toru
 from ringfl.topology.io import FORMATS, format_for, load, parse, save, serialize
 from ringfl.topology.mixing import (
     MixingChoice,
+    check_mixing,
     metropolis_hastings,
+    metropolis_hastings_rows,
     mixing_choice,
     mixing_matrix,
+    mixing_rows,
     spectral_gap,
 )
 from ringfl.topology.peers import (
@@ -48,6 +51,7 @@ __all__ = [
     "RingSearch",
     "address_problem",
     "assign_local_addresses",
+    "check_mixing",
     "describe",
     "find_ring",
     "format_for",
@@ -55,8 +59,10 @@ __all__ = [
     "load",
     "make",
     "metropolis_hastings",
+    "metropolis_hastings_rows",
     "mixing_choice",
     "mixing_matrix",
+    "mixing_rows",
     "parse",
     "peer_index",
     "peers",
