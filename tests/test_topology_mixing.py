@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from ringfl.errors import TopologyError
 from ringfl.topology import (
+    graph_spectral_gap,
     make,
     metropolis_hastings,
     mixing_choice,
@@ -175,3 +176,8 @@ def test_sparse_rows_match_the_matrix(kind):
         for j in range(12):
             assert w[i, j] == row.get(j, 0.0)
         assert math.fsum(row.values()) == pytest.approx(1.0, abs=1e-15)
+
+
+def test_sparse_spectral_gap_above_500_peers_matches_dense():
+    for g in (make("random-regular", 520, seed=1, k=4), make("star", 510)):
+        assert graph_spectral_gap(g) == pytest.approx(numpy_gap(mixing_matrix(g)), abs=1e-9)

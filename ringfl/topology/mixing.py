@@ -136,7 +136,9 @@ def _given_rows(g: nx.Graph, source: str) -> tuple[Rows, str | None]:
     return rows, problem
 
 
-def _choose(g: nx.Graph, source: str) -> tuple[str, Rows, str | None]:
+def mixing_decision(g: nx.Graph, source: str = "graph") -> tuple[str, Rows, str | None]:
+    """(kind, sparse rows, note) by the weight rule in the module docstring; kind is
+    "weights" or "metropolis-hastings", note explains a fallback (else None)."""
     mode = g.graph.get(MIXING)
     if mode is not None and mode not in MIXING_MODES:
         raise TopologyError(
@@ -183,20 +185,20 @@ def _choose(g: nx.Graph, source: str) -> tuple[str, Rows, str | None]:
 def mixing_rows(g: nx.Graph, source: str = "graph") -> Rows:
     """The mixing matrix as sparse rows, rows[i] = {j: W_ij} over peer ids (neighbours
     and i itself): what one gossiping peer needs. Same rule as `mixing_matrix`."""
-    return _choose(g, source)[1]
+    return mixing_decision(g, source)[1]
 
 
 def mixing_choice(g: nx.Graph, source: str = "graph") -> MixingChoice:
     """Decide W for `g` by the rule in the module docstring. Raises TopologyError for a
     declared mixing matrix that is invalid, partial weights, or a bad `mixing` value."""
-    kind, rows, note = _choose(g, source)
+    kind, rows, note = mixing_decision(g, source)
     return MixingChoice(kind, _rows_to_matrix(rows), note)
 
 
 def check_mixing(g: nx.Graph, source: str = "graph") -> str | None:
     """Apply the weight rule without building an N x N matrix; raise TopologyError
     when it fails, else return the fallback note (None when there is none)."""
-    return _choose(g, source)[2]
+    return mixing_decision(g, source)[2]
 
 
 def mixing_matrix(g: nx.Graph, source: str = "graph") -> np.ndarray:
@@ -224,3 +226,48 @@ def spectral_gap(w: np.ndarray) -> float:
         ev = np.linalg.eigvals(a)
     moduli = np.sort(np.abs(ev))[::-1]
     return float(1.0 - moduli[1])
+
+
+_DENSE_MAX_N = 500
+
+
+def _sparse_gap(rows: Rows) -> float | None:
+    """1 - |lambda_2| of a symmetric sparse W by Lanczos (scipy), or None when scipy is
+    missing or does not converge."""
+    try:
+        import scipy.sparse
+        import scipy.sparse.linalg
+    except ImportError:
+        return None
+    n = len(rows)
+    ij = [(i, j, x) for i, row in enumerate(rows) for j, x in row.items()]
+    w = scipy.sparse.csr_matrix(
+        ([x for *_, x in ij], ([i for i, *_ in ij], [j for _, j, _ in ij])), shape=(n, n)
+    )
+    # A seeded start vector: deterministic, and not the all-ones eigenvector of lambda_1.
+    v0 = np.random.default_rng(0).standard_normal(n)
+    try:
+        top = scipy.sparse.linalg.eigsh(
+            w, k=2, which="LA", v0=v0, tol=1e-12, return_eigenvectors=False
+        )
+        low = scipy.sparse.linalg.eigsh(
+            w, k=1, which="SA", v0=v0, tol=1e-12, return_eigenvectors=False
+        )
+    except scipy.sparse.linalg.ArpackNoConvergence:
+        return None
+    return float(1.0 - max(abs(min(top)), abs(low[0])))
+
+
+def rows_spectral_gap(rows: Rows) -> float:
+    """`spectral_gap` of the matrix given as sparse rows; above 500 peers a sparse
+    eigensolver (scipy, when installed) instead of a dense N x N eigendecomposition."""
+    if len(rows) > _DENSE_MAX_N:
+        gap = _sparse_gap(rows)
+        if gap is not None:
+            return gap
+    return spectral_gap(_rows_to_matrix(rows))
+
+
+def graph_spectral_gap(g: nx.Graph, source: str = "graph") -> float:
+    """`spectral_gap(mixing_matrix(g))`, sparse above 500 peers (see rows_spectral_gap)."""
+    return rows_spectral_gap(mixing_rows(g, source))
