@@ -11,6 +11,8 @@ from pathlib import Path
 
 import networkx as nx
 
+from ringfl import topology
+from ringfl.commands.topology import KINDS as CLI_KINDS
 from ringfl.topology import load, peers, save
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,3 +149,8 @@ def test_draw(tmp_path):
     assert b"<svg" in out2.read_bytes()[:1000]
     done = ringfl("topology", "draw", tmp_path / "missing.json", "-o", tmp_path / "m.png")
     assert_one_line_error(done, "missing.json", "cannot read")
+
+
+def test_cli_kinds_match_the_library():
+    # The CLI lists them itself so that `ringfl --help` need not import networkx.
+    assert CLI_KINDS == topology.KINDS

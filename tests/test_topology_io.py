@@ -290,3 +290,12 @@ def test_values_json_cannot_store_are_refused(tmp_path):
     with pytest.raises(TopologyError, match=r"t\.json: cannot store object value"):
         save(g, tmp_path / "t.json")
     assert not (tmp_path / "t.json").exists()
+
+
+@pytest.mark.parametrize("bad_id", ["a b", "x#y", ""])
+def test_edgelist_refuses_ids_it_cannot_store(tmp_path, bad_id):
+    g = nx.Graph([(bad_id, "ok"), ("ok", "z"), ("z", bad_id)])
+    with pytest.raises(
+        TopologyError, match=r"t\.edgelist: node .* cannot be stored in an edge list"
+    ):
+        save(g, tmp_path / "t.edgelist", check=False)

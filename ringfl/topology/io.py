@@ -320,9 +320,10 @@ def write_edgelist(g: nx.Graph) -> str:
         out.append("#@ graph " + _dumps(dict(g.graph)))
     for node, data in g.nodes(data=True):
         text = str(node)
-        if not text or any(c.isspace() for c in text) or text.startswith("#"):
+        if not text or any(c.isspace() for c in text) or "#" in text:
             raise TopologyError(
-                f"{node_label(node)} cannot be stored in an edge list (blank, spaces or '#'); use .json"
+                f"{node_label(node)} cannot be stored in an edge list (blank, spaces or '#'); "
+                "use .json"
             )
         out.append(f"#@ node {text} {_dumps(data)}" if data else text)
     for u, v, data in g.edges(data=True):
