@@ -15,7 +15,10 @@ from ringfl import __version__
 from ringfl.errors import RingflError
 
 # One line per sub-command module; each has `register(subparsers)`.
-COMMAND_MODULES = ("ringfl.commands.demo",)
+COMMAND_MODULES = (
+    "ringfl.commands.demo",
+    "ringfl.commands.topology",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
