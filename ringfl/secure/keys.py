@@ -14,8 +14,8 @@ Pairwise secrets: X25519(own private, peer public) → HKDF-SHA256 with
     info = b"ringfl/v1/" + purpose + session (u64) + round (u32) + a (u32) + b (u32)
            + public key of a + public key of b
 
-where (a, b) is the pair: ordered (sender, recipient) for directed purposes, or sorted
-(min, max) for symmetric ones (`symmetric=True`), so both peers derive the same bytes.
+where (a, b) is the pair: (sender, recipient) for directed purposes (`sender=`), or
+sorted (min, max) otherwise, so both peers derive the same bytes.
 Different sessions, rounds, pairs or purposes give independent secrets.
 """
 
@@ -180,15 +180,18 @@ def pairwise_secret(
     session: int,
     round: int,
     purpose: str,
-    symmetric: bool = True,
+    sender: int | None = None,
     length: int = 32,
 ) -> bytes:
     """`length` bytes shared by peers `own_id` and `peer_id` (see the module docstring).
 
-    symmetric=True binds the sorted pair (both sides get the same bytes); False binds the
-    ordered pair (own_id → peer_id), so each direction gets its own secret.
-    Raises `SecureAggregationError` if the key agreement fails (e.g. a low-order key).
+    sender=None binds the sorted pair (one secret per pair); sender=own_id or peer_id
+    binds the ordered pair (sender, other), one secret per direction. Both peers get the
+    same bytes. Raises `SecureAggregationError` if the key agreement fails (e.g. a
+    low-order public key).
     """
+    if sender is not None and sender not in (own_id, peer_id):
+        raise ConfigError(f"pairwise_secret: sender {sender} is neither {own_id} nor {peer_id}")
     priv = own.private if isinstance(own, PeerKeys) else own
     own_public = priv.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -202,8 +205,10 @@ def pairwise_secret(
     except ValueError as exc:
         raise SecureAggregationError(f"key agreement with peer {peer_id} failed: {exc}") from None
     pair = [(int(own_id), own_public), (int(peer_id), bytes(peer_public))]
-    if symmetric:
+    if sender is None:
         pair.sort(key=lambda p: p[0])
+    elif sender != own_id:
+        pair.reverse()
     (a, pa), (b, pb) = pair
     info = (
         _INFO_PREFIX

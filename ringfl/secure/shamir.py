@@ -8,7 +8,7 @@ reveal nothing about it.
 
 Shares travel encrypted to their recipient with AES-256-GCM (`cryptography`), keyed with
 the directed pairwise secret of (sender → recipient, purpose "share-enc") for this
-session and round (`ringfl.secure.keys.pairwise_secret`, symmetric=False). That key is
+session and round (`ringfl.secure.keys.pairwise_secret` with `sender=`). That key is
 used for one message only, so the nonce is fixed (all zero). The associated data binds
 session, round, sender, recipient and `context` (the secure aggregation puts the
 sender's ephemeral masking public key there, which authenticates it to the recipient).
