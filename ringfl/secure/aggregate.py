@@ -264,8 +264,8 @@ class SecureRingAllReduce:
         shares = shamir.split_secret(self._self_seed, self.threshold, self.n0)
         parts = [eph_pub]
         for p in self.ring:
-            if p == self.peer:
-                parts.append(bytes(shamir.SEALED_BYTES))
+            if p == self.peer:  # random filler: every byte on the wire looks uniform
+                parts.append(bytes(self._entropy(shamir.SEALED_BYTES)))
                 self._my_shares[p] = shares[self._index[p]]
                 continue
             key = self._share_key(p, sender=self.peer)

@@ -62,6 +62,7 @@ class MaskStreamer:
     def _pieces(self, key: bytes, start: int, n: int, itemsize: int, stream: int):
         """Yield (offset in elements, keystream bytes as uint8 view) covering n elements
         from element `start`."""
+        start, n, stream = int(start), int(n), int(stream)
         if start < 0 or n < 0:
             raise ConfigError(f"mask range must be non-negative, got start={start} n={n}")
         if n == 0:
@@ -89,6 +90,7 @@ class MaskStreamer:
         """Write mask words for elements [start, start + len(out)) into `out`."""
         key = _check_key(key)
         dt = _check_words(out)
+        start, stream = int(start), int(stream)
         n = out.shape[0]
         if n == 0:
             return out
