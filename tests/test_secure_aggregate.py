@@ -165,12 +165,18 @@ def test_every_data_frame_is_uniform_and_uncorrelated_with_the_input() -> None:
     for p in range(n):
         enc = codec.encode(xs[p])[0].view(np.int32).astype(np.float64)
         mine = [x for x in msgs if x[0] == p]
-        data = [x[5].payload for x in mine if x[2] in (SHARES, SUM, REVEAL)]
+        data = [x[5].payload for x in mine if x[2] in (SHARES, SUM) or x[5].payload.size > 1]
         allbytes = np.concatenate([d.view(np.uint8) for d in data])
         counts = np.bincount(allbytes, minlength=256)
         assert stats.chisquare(counts).pvalue > 1e-4, (p, counts.min(), counts.max())
-        tokens = [x[5].payload for x in mine if x[2] in (SUMMED, FINISH)]
+        tokens = [
+            x[5].payload for x in mine if x[2] not in (SHARES, SUM) and x[5].payload.size == 1
+        ]
         assert all(tok.tobytes() == b"\x01" for tok in tokens)  # carry no data
+        revealed = {x[5].header.chunk for x in mine if x[2] == REVEAL and x[5].payload.size > 1}
+        # only the lead's self-mask seed is revealed (forwarded around the ring)
+        assert machines[p]._sum_lead == ring[0]
+        assert revealed == ({ring[0]} if p != ring[-1] else set())  # the last does not forward
         assert {x[2] for x in mine} == {SHARES, SUM, SUMMED, REVEAL, FINISH}
         # what it sent at reduce-scatter step 0 is its own (masked) input
         pos = ring.index(p)
@@ -220,7 +226,8 @@ def _neighbour_attack(n, m, seed, masking, *, colluders_of):
         chunk = ring.index(victim)
         a, b = split(chunk * m // n, (chunk + 1) * m // n, (1 << 20) // 4, 2)[msg.header.segment]
         est = msg.payload.copy()
-        est -= expand(machines[succ]._seeds[victim], a, b)  # revealed at the end
+        if machines[succ]._sum_lead == victim:  # its self mask is revealed at the end
+            est -= expand(machines[succ]._lead_seed, a, b)
         for c in colluders & graph[victim]:
             key = machines[c]._pair_key(victim)
             mask = expand(key, a, b)
