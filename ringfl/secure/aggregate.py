@@ -257,6 +257,8 @@ class SecureRingAllReduce:
         self._clipped: dict[int, int] = {}
         self._fresh_buffers = False
         self._scratch: np.ndarray | None = None
+        work = np.float32 if (x.dtype == np.float32 and self.codec.bits == 32) else np.float64
+        self._float_scratch = np.empty(min(self.length, CHUNK_ELEMENTS), dtype=work)
         self._streamer = MaskStreamer()
         self.result: np.ndarray | None = None
         self.members: tuple[int, ...] = ()
@@ -603,7 +605,7 @@ class SecureRingAllReduce:
                 if self._scratch is None or self._scratch.shape[0] < n:
                     self._scratch = np.empty(n, dtype=wd)
                 buf = self._scratch[:n]
-            self._clipped[a] += codec.encode_into(x[start:stop], buf)
+            self._clipped[a] += codec.encode_into(x[start:stop], buf, self._float_scratch)
             streamer.apply(buf, start, add, sub)
             return buf
 
