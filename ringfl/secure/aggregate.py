@@ -701,14 +701,15 @@ class SecureRingAllReduce:
     def _unmask(self) -> np.ndarray:
         assert self._masked_sum is not None and self._lead_seed is not None
         words = self._masked_sum
-        keys = [self._lead_seed]
         result = np.empty(self.length, dtype=self.data.dtype)
         scratch = np.empty(min(self.length, CHUNK_ELEMENTS), dtype=words.dtype)
         for a in range(0, self.length, CHUNK_ELEMENTS):
             b = min(self.length, a + CHUNK_ELEMENTS)
             w = scratch[: b - a]
-            np.copyto(w, words[a:b])  # the sum may still be on its way out (zero-copy)
-            self._streamer.apply(w, a, subtract=keys)
+            # words[a:b] − mask into scratch: the sum itself may still be on its way out
+            # (zero-copy sends) and must not be written
+            self._streamer.fill(self._lead_seed, w, a)
+            np.subtract(words[a:b], w, out=w)
             self.codec.decode(w, out=result[a:b])
         self.members = tuple(self._sum_members)
         self.clipped = self._clipped.get(self._sum_attempt, 0)
