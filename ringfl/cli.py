@@ -17,6 +17,7 @@ from ringfl.errors import RingflError
 # One line per sub-command module; each has `register(subparsers)`.
 COMMAND_MODULES = (
     "ringfl.commands.demo",
+    "ringfl.commands.topology",
 )
 
 
