@@ -36,7 +36,7 @@
     prox_mu = 0.0                  # FedProx proximal term (0 = off)
 
     [algorithm]
-    name = "ring"                  # ring | gossip | selective
+    name = "ring"                  # ring | gossip | selective | server (hub FedAvg baseline)
     secure = true                  # ring/selective: masked secure aggregation
     share_fraction = 0.1           # selective: share this fraction of delta entries
 
@@ -62,7 +62,7 @@ else:  # pragma: no cover - Python 3.10
 
 DATASETS = ("mnist", "digits", "files")
 PARTITIONS = ("iid", "dirichlet", "shards", "fraction")
-ALGORITHMS = ("ring", "gossip", "selective")
+ALGORITHMS = ("ring", "gossip", "selective", "server")
 MODEL_NAMES = ("mlp", "cnn", "logreg")
 
 DataFile = str | tuple[str, str]
