@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from ringfl.algorithms import StarSum, shared_indices
 from ringfl.config import AlgorithmConfig, Config, DataConfig, ModelConfig, TrainConfig
@@ -13,6 +14,15 @@ from ringfl.learner import Learner, make_learner, session_id
 from ringfl.partition import dirichlet
 from ringfl.topology import make, mixing_matrix
 from ringfl.transport.memory import MemoryNetwork
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Other test processes share the 2 cores: one torch thread each (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

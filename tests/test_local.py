@@ -15,6 +15,15 @@ from ringfl.models import build_model
 from ringfl.partition import iid
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Other test processes share the 2 cores: one torch thread each (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def digits():
     return load_digits(seed=0)
