@@ -168,7 +168,8 @@ def prepare_data(config: Config, num_peers: int) -> PeerData:
         min_size=p.min_size,
     )
     parts = [train.subset(i, f"peer{k}") for k, i in enumerate(idx)]
-    pooled = train.subset(np.unique(np.concatenate(idx)), "pooled")
+    held = np.unique(np.concatenate(idx))
+    pooled = train if len(held) == len(train) else train.subset(held, "pooled")
     return PeerData(
         parts, test, train.num_classes, summarize(idx, train.y, train.num_classes), pooled
     )
