@@ -8,7 +8,7 @@ from typing import Any
 import networkx as nx
 
 from ringfl.errors import TopologyError
-from ringfl.topology.mixing import mixing_choice, spectral_gap
+from ringfl.topology.mixing import mixing_decision, rows_spectral_gap
 from ringfl.topology.peers import ADDRESS, PUBLIC_KEY, RING
 from ringfl.topology.ring import DEFAULT_TIME_LIMIT_S, ring_order
 
@@ -21,7 +21,7 @@ def describe(
     ring (list of node ids, or None), ring_source ("file" or "search"), ring_error
     (why there is no ring), addresses and public_keys (how many nodes carry one)."""
     degrees = [d for _, d in g.degree()]
-    choice = mixing_choice(g, source)
+    kind, rows, note = mixing_decision(g, source)
     info: dict[str, Any] = {
         "source": source,
         "nodes": g.number_of_nodes(),
@@ -29,9 +29,9 @@ def describe(
         "degree_min": min(degrees) if degrees else 0,
         "degree_max": max(degrees) if degrees else 0,
         "diameter": nx.diameter(g) if g.number_of_nodes() else 0,
-        "mixing": choice.kind,
-        "mixing_note": choice.note,
-        "spectral_gap": spectral_gap(choice.matrix),
+        "mixing": kind,
+        "mixing_note": note,
+        "spectral_gap": rows_spectral_gap(rows),
         "ring": None,
         "ring_source": None,
         "ring_error": None,

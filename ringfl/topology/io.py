@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import re
 import tempfile
@@ -23,6 +22,7 @@ from collections.abc import Hashable
 from pathlib import Path
 
 import networkx as nx
+import numpy as np
 
 from ringfl.errors import TopologyError
 from ringfl.topology.peers import RING, WEIGHT, edge_label, node_label
@@ -103,8 +103,20 @@ def read_json(text: str, source: str = "graph") -> nx.Graph:
     return g
 
 
+def _plain(value: object) -> object:
+    """numpy scalars (e.g. a weight computed with numpy) as Python numbers."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    raise TypeError(f"cannot store {type(value).__name__} value {value!r}")
+
+
 def _dumps(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    try:
+        return json.dumps(value, ensure_ascii=False, default=_plain)
+    except (TypeError, ValueError) as exc:
+        raise TopologyError(f"{exc} in a topology file") from None
 
 
 def write_json(g: nx.Graph) -> str:
@@ -165,8 +177,15 @@ def read_graphml(data: bytes, source: str = "graph") -> nx.Graph:
         g = nx.read_graphml(io.BytesIO(data), node_type=str)
     except Exception as exc:  # the XML parser and networkx raise many types
         raise TopologyError(f"{source}: not valid GraphML ({type(exc).__name__}: {exc})") from None
-    if g.is_directed() or g.is_multigraph():
-        return g  # validate() names the problem
+    # GraphML key defaults apply to every node/edge that lacks the attribute.
+    node_default = g.graph.pop("node_default", None) or {}
+    edge_default = g.graph.pop("edge_default", None) or {}
+    for _, data in g.nodes(data=True):
+        for key, val in node_default.items():
+            data.setdefault(key, val)
+    for *_, data in g.edges(data=True):
+        for key, val in edge_default.items():
+            data.setdefault(key, val)
     g = _relabel_int_ids(g)
     _decode_ring(g, source)
     return g
@@ -175,6 +194,14 @@ def read_graphml(data: bytes, source: str = "graph") -> nx.Graph:
 def write_graphml(g: nx.Graph) -> bytes:
     """GraphML bytes; the `ring` list is stored as a JSON string."""
     h = g.copy()
+    for data in (
+        h.graph,
+        *(d for _, d in h.nodes(data=True)),
+        *(d for *_, d in h.edges(data=True)),
+    ):
+        for key, val in data.items():
+            if isinstance(val, np.generic):
+                data[key] = val.item()
     if isinstance(h.graph.get(RING), (list, tuple)):
         h.graph[RING] = json.dumps(list(h.graph[RING]))
     for where, items in (
@@ -275,8 +302,11 @@ def read_edgelist(text: str, source: str = "graph") -> nx.Graph:
 
 
 def _format_weight(value: object) -> str:
-    if isinstance(value, float) and math.isfinite(value):
-        return repr(value)
+    """Shortest text that reads back as the same float (numpy scalars included)."""
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(int(value))
     return str(value)
 
 
@@ -290,9 +320,10 @@ def write_edgelist(g: nx.Graph) -> str:
         out.append("#@ graph " + _dumps(dict(g.graph)))
     for node, data in g.nodes(data=True):
         text = str(node)
-        if not text or any(c.isspace() for c in text) or text.startswith("#"):
+        if not text or any(c.isspace() for c in text) or "#" in text:
             raise TopologyError(
-                f"{node_label(node)} cannot be stored in an edge list (blank, spaces or '#'); use .json"
+                f"{node_label(node)} cannot be stored in an edge list (blank, spaces or '#'); "
+                "use .json"
             )
         out.append(f"#@ node {text} {_dumps(data)}" if data else text)
     for u, v, data in g.edges(data=True):

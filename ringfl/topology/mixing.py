@@ -49,75 +49,96 @@ class MixingChoice(NamedTuple):
     note: str | None
 
 
-def metropolis_hastings(g: nx.Graph) -> np.ndarray:
-    """Metropolis-Hastings weights: W_ij = 1 / (1 + max(d_i, d_j)) on edges,
-    W_ii = 1 - sum_j W_ij. Symmetric, doubly stochastic, non-negative."""
-    idx = peer_index(g)
-    n = len(idx)
-    deg = [0] * n
-    for u, v in g.edges():
-        if u != v:
-            deg[idx[u]] += 1
-            deg[idx[v]] += 1
-    w = np.zeros((n, n), dtype=np.float64)
-    for u, v in g.edges():
-        if u == v:
-            continue
-        i, j = idx[u], idx[v]
-        w[i, j] = w[j, i] = 1.0 / (1.0 + max(deg[i], deg[j]))
-    w[np.diag_indices(n)] = 1.0 - w.sum(axis=1)
-    return w
+Rows = list[dict[int, float]]
 
 
-def _weight_value(g: nx.Graph, value: object, what: str, source: str) -> float:
+def checked_number(value: object, what: str, source: str) -> float:
+    """`value` as a float; TopologyError unless it is a finite, non-negative number."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TopologyError(f"{source}: {what} is {value!r}, not a number")
     x = float(value)
     if not math.isfinite(x):
         raise TopologyError(f"{source}: {what} is {x}, not a finite number")
     if x < 0:
-        raise TopologyError(f"{source}: {what} is negative ({x})")
+        raise TopologyError(f"{source}: {what} is negative ({x!r})")
     return x
 
 
-def _given_matrix(g: nx.Graph, source: str) -> tuple[np.ndarray, str | None]:
-    """W from edge weights and self weights, and the first reason it is not a valid
-    mixing matrix (None when it is one)."""
+def _finish_rows(rows: Rows, self_weights: list[float | None]) -> None:
+    """Put W_ii in each row: the given self weight, else 1 - (sum of the row)."""
+    for i, row in enumerate(rows):
+        given = self_weights[i]
+        row[i] = given if given is not None else 1.0 - math.fsum(row.values())
+
+
+def metropolis_hastings_rows(g: nx.Graph) -> Rows:
+    """Metropolis-Hastings weights as sparse rows: rows[i] = {j: W_ij} over peer ids,
+    W_ij = 1 / (1 + max(d_i, d_j)) on edges and W_ii = 1 - sum_j W_ij."""
     idx = peer_index(g)
-    nodes = peers(g)
-    n = len(nodes)
+    edges = [(idx[u], idx[v]) for u, v in g.edges() if u != v]
+    deg = [0] * len(idx)
+    for i, j in edges:
+        deg[i] += 1
+        deg[j] += 1
+    rows: Rows = [{} for _ in idx]
+    for i, j in edges:
+        rows[i][j] = rows[j][i] = 1.0 / (1.0 + max(deg[i], deg[j]))
+    _finish_rows(rows, [None] * len(idx))
+    return rows
+
+
+def _rows_to_matrix(rows: Rows) -> np.ndarray:
+    n = len(rows)
     w = np.zeros((n, n), dtype=np.float64)
+    for i, row in enumerate(rows):
+        for j, x in row.items():
+            w[i, j] = x
+    return w
+
+
+def metropolis_hastings(g: nx.Graph) -> np.ndarray:
+    """Metropolis-Hastings weights, N x N in `peers(g)` order: symmetric, doubly
+    stochastic, non-negative (see `metropolis_hastings_rows`)."""
+    return _rows_to_matrix(metropolis_hastings_rows(g))
+
+
+def _given_rows(g: nx.Graph, source: str) -> tuple[Rows, str | None]:
+    """Rows from edge weights and self weights, and the first reason they are not a
+    valid mixing matrix (None when they are one)."""
+    idx = peer_index(g)
+    rows: Rows = [{} for _ in idx]
     for u, v, data in g.edges(data=True):
-        if u == v:
-            continue
-        x = _weight_value(g, data[WEIGHT], f"weight of {edge_label(u, v)}", source)
-        w[idx[u], idx[v]] = w[idx[v], idx[u]] = x
+        if u != v:
+            x = checked_number(data[WEIGHT], f"weight of {edge_label(u, v)}", source)
+            rows[idx[u]][idx[v]] = rows[idx[v]][idx[u]] = x
     problem = None
-    for i, node in enumerate(nodes):
-        off = float(w[i].sum())
+    self_weights: list[float | None] = []
+    for i, node in enumerate(peers(g)):
+        off = math.fsum(rows[i].values())
         given = g.nodes[node].get(SELF_WEIGHT)
         if given is None:
-            diag = 1.0 - off
-            if diag < -ROW_SUM_TOL and problem is None:
+            self_weights.append(max(1.0 - off, 0.0))
+            if 1.0 - off < -ROW_SUM_TOL and problem is None:
                 problem = (
                     f"edge weights at {node_label(node)} sum to {off!r} > 1, so they are "
                     "not a mixing matrix (rows must sum to 1)"
                 )
-            w[i, i] = max(diag, 0.0)
         else:
-            diag = _weight_value(g, given, f"self_weight of {node_label(node)}", source)
-            w[i, i] = diag
-            if abs(diag + off - 1.0) > ROW_SUM_TOL and problem is None:
+            diag = checked_number(given, f"self_weight of {node_label(node)}", source)
+            self_weights.append(diag)
+            total = math.fsum([diag, *rows[i].values()])
+            if abs(total - 1.0) > ROW_SUM_TOL and problem is None:
                 problem = (
-                    f"row of {node_label(node)} sums to {diag + off!r} (self_weight "
+                    f"row of {node_label(node)} sums to {total!r} (self_weight "
                     f"{diag!r} + edge weights {off!r}); a mixing matrix needs 1"
                 )
-    return w, problem
+    _finish_rows(rows, self_weights)
+    return rows, problem
 
 
-def mixing_choice(g: nx.Graph, source: str = "graph") -> MixingChoice:
-    """Decide W for `g` by the rule in the module docstring. Raises TopologyError for a
-    declared mixing matrix that is invalid, partial weights, or a bad `mixing` value."""
+def mixing_decision(g: nx.Graph, source: str = "graph") -> tuple[str, Rows, str | None]:
+    """(kind, sparse rows, note) by the weight rule in the module docstring; kind is
+    "weights" or "metropolis-hastings", note explains a fallback (else None)."""
     mode = g.graph.get(MIXING)
     if mode is not None and mode not in MIXING_MODES:
         raise TopologyError(
@@ -125,7 +146,7 @@ def mixing_choice(g: nx.Graph, source: str = "graph") -> MixingChoice:
             + ", ".join(repr(m) for m in MIXING_MODES)
         )
     if mode == "metropolis-hastings":
-        return MixingChoice("metropolis-hastings", metropolis_hastings(g), None)
+        return "metropolis-hastings", metropolis_hastings_rows(g), None
     edges = [(u, v, d) for u, v, d in g.edges(data=True) if u != v]
     weighted = [(u, v) for u, v, d in edges if WEIGHT in d]
     unweighted = [(u, v) for u, v, d in edges if WEIGHT not in d]
@@ -149,19 +170,35 @@ def mixing_choice(g: nx.Graph, source: str = "graph") -> MixingChoice:
                 f"{source}: {why}, so edge weights are the mixing matrix, but no edge "
                 f"has a weight (e.g. {edge_label(*unweighted[0])})"
             )
-        return MixingChoice("metropolis-hastings", metropolis_hastings(g), None)
+        return "metropolis-hastings", metropolis_hastings_rows(g), None
     if not declared and not edges:
-        return MixingChoice("metropolis-hastings", metropolis_hastings(g), None)
-    w, problem = _given_matrix(g, source)
+        return "metropolis-hastings", metropolis_hastings_rows(g), None
+    rows, problem = _given_rows(g, source)
     if problem is None:
-        return MixingChoice("weights", w, None)
+        return "weights", rows, None
     if declared:
         raise TopologyError(f"{source}: {problem} ({why})")
-    return MixingChoice(
-        "metropolis-hastings",
-        metropolis_hastings(g),
-        f"edge weights ignored for mixing: {problem}",
-    )
+    note = f"edge weights ignored for mixing: {problem}"
+    return "metropolis-hastings", metropolis_hastings_rows(g), note
+
+
+def mixing_rows(g: nx.Graph, source: str = "graph") -> Rows:
+    """The mixing matrix as sparse rows, rows[i] = {j: W_ij} over peer ids (neighbours
+    and i itself): what one gossiping peer needs. Same rule as `mixing_matrix`."""
+    return mixing_decision(g, source)[1]
+
+
+def mixing_choice(g: nx.Graph, source: str = "graph") -> MixingChoice:
+    """Decide W for `g` by the rule in the module docstring. Raises TopologyError for a
+    declared mixing matrix that is invalid, partial weights, or a bad `mixing` value."""
+    kind, rows, note = mixing_decision(g, source)
+    return MixingChoice(kind, _rows_to_matrix(rows), note)
+
+
+def check_mixing(g: nx.Graph, source: str = "graph") -> str | None:
+    """Apply the weight rule without building an N x N matrix; raise TopologyError
+    when it fails, else return the fallback note (None when there is none)."""
+    return mixing_decision(g, source)[2]
 
 
 def mixing_matrix(g: nx.Graph, source: str = "graph") -> np.ndarray:
@@ -189,3 +226,48 @@ def spectral_gap(w: np.ndarray) -> float:
         ev = np.linalg.eigvals(a)
     moduli = np.sort(np.abs(ev))[::-1]
     return float(1.0 - moduli[1])
+
+
+_DENSE_MAX_N = 500
+
+
+def _sparse_gap(rows: Rows) -> float | None:
+    """1 - |lambda_2| of a symmetric sparse W by Lanczos (scipy), or None when scipy is
+    missing or does not converge."""
+    try:
+        import scipy.sparse
+        import scipy.sparse.linalg
+    except ImportError:
+        return None
+    n = len(rows)
+    ij = [(i, j, x) for i, row in enumerate(rows) for j, x in row.items()]
+    w = scipy.sparse.csr_matrix(
+        ([x for *_, x in ij], ([i for i, *_ in ij], [j for _, j, _ in ij])), shape=(n, n)
+    )
+    # A seeded start vector: deterministic, and not the all-ones eigenvector of lambda_1.
+    v0 = np.random.default_rng(0).standard_normal(n)
+    try:
+        top = scipy.sparse.linalg.eigsh(
+            w, k=2, which="LA", v0=v0, tol=1e-12, return_eigenvectors=False
+        )
+        low = scipy.sparse.linalg.eigsh(
+            w, k=1, which="SA", v0=v0, tol=1e-12, return_eigenvectors=False
+        )
+    except scipy.sparse.linalg.ArpackNoConvergence:
+        return None
+    return float(1.0 - max(abs(min(top)), abs(low[0])))
+
+
+def rows_spectral_gap(rows: Rows) -> float:
+    """`spectral_gap` of the matrix given as sparse rows; above 500 peers a sparse
+    eigensolver (scipy, when installed) instead of a dense N x N eigendecomposition."""
+    if len(rows) > _DENSE_MAX_N:
+        gap = _sparse_gap(rows)
+        if gap is not None:
+            return gap
+    return spectral_gap(_rows_to_matrix(rows))
+
+
+def graph_spectral_gap(g: nx.Graph, source: str = "graph") -> float:
+    """`spectral_gap(mixing_matrix(g))`, sparse above 500 peers (see rows_spectral_gap)."""
+    return rows_spectral_gap(mixing_rows(g, source))

@@ -245,16 +245,24 @@ def _posa(adj_list: list[list[int]], n: int, budget: _Budget, rng: random.Random
             pos[path[k]] = k
 
 
+def default_max_steps(n: int) -> int:
+    """The default search budget for an n-node graph: max(200 000, 200 n) steps."""
+    return max(DEFAULT_MAX_STEPS, 200 * n)
+
+
 def find_ring(
     g: nx.Graph,
     *,
-    max_steps: int = DEFAULT_MAX_STEPS,
+    max_steps: int | None = None,
     time_limit_s: float = DEFAULT_TIME_LIMIT_S,
 ) -> RingSearch:
     """Search `g` (connected, no self-loops) for a Hamiltonian cycle; ignores the `ring`
-    attribute. Returns node ids in a canonical rotation (starting at the first peer)."""
+    attribute. Returns node ids in a canonical rotation (starting at the first peer).
+    `max_steps` defaults to `default_max_steps(n)`."""
     nodes = peers(g)
     n = len(nodes)
+    if max_steps is None:
+        max_steps = default_max_steps(n)
     if n == 0:
         return RingSearch(None, True, "the graph is empty", 0)
     if n <= 2:
@@ -279,7 +287,10 @@ def find_ring(
             adj_list[i].append(j)
             adj_list[j].append(i)
     budget = _Budget(max_steps, time_limit_s)
-    status, cycle = _dfs(adj, n, budget, max(1, max_steps // 2), None)
+    # Small graphs: exact search with half the budget (it can prove there is none).
+    # Large graphs: exact search rarely helps there, so it gets a small share.
+    dfs_share = max_steps // 2 if n <= _CONNECTIVITY_PRUNE_MAX_N else min(max_steps // 2, 20_000)
+    status, cycle = _dfs(adj, n, budget, max(1, dfs_share), None)
     if status == "unknown":
         rng = random.Random(0)
         while status == "unknown" and budget.left > 0:
@@ -297,7 +308,7 @@ def ring_order(
     g: nx.Graph,
     time_limit_s: float = DEFAULT_TIME_LIMIT_S,
     *,
-    max_steps: int = DEFAULT_MAX_STEPS,
+    max_steps: int | None = None,
     source: str = "graph",
 ) -> list:
     """The ring order (node ids) of `g`: its `ring` attribute when present (checked to

@@ -4,15 +4,13 @@ docs/topology-format.md; `validate` checks them in this order and stops at the f
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Hashable
 
 import networkx as nx
-import numpy as np
 
 from ringfl.errors import TopologyError
-from ringfl.topology.mixing import mixing_choice
+from ringfl.topology.mixing import check_mixing, checked_number
 from ringfl.topology.peers import (
     ADDRESS,
     PUBLIC_KEY,
@@ -132,24 +130,13 @@ def _check_node_attrs(g: nx.Graph, source: str) -> None:
                 )
             by_key[key] = node
         if SELF_WEIGHT in data:
-            _number(data[SELF_WEIGHT], f"self_weight of {node_label(node)}", source)
-
-
-def _number(value: object, what: str, source: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TopologyError(f"{source}: {what} is {value!r}, not a number")
-    x = float(value)
-    if not math.isfinite(x):
-        raise TopologyError(f"{source}: {what} is {x}, not a finite number")
-    if x < 0:
-        raise TopologyError(f"{source}: {what} is negative ({x!r})")
-    return x
+            checked_number(data[SELF_WEIGHT], f"self_weight of {node_label(node)}", source)
 
 
 def _check_edge_weights(g: nx.Graph, source: str) -> None:
     for u, v, data in g.edges(data=True):
         if WEIGHT in data:
-            _number(data[WEIGHT], f"weight of {edge_label(u, v)}", source)
+            checked_number(data[WEIGHT], f"weight of {edge_label(u, v)}", source)
 
 
 def validate(g: nx.Graph, source: str = "graph") -> None:
@@ -160,7 +147,7 @@ def validate(g: nx.Graph, source: str = "graph") -> None:
     _check_connected(g, source)
     _check_node_attrs(g, source)
     _check_edge_weights(g, source)
-    mixing_choice(g, source)
+    check_mixing(g, source)
     if RING in g.graph:
         problem = ring_problem(g, g.graph[RING])
         if problem:
