@@ -1,0 +1,210 @@
+"""Ring all-reduce (sum) as a sans-I/O state machine: reduce-scatter, then all-gather.
+
+With N peers in ring order and an M-element buffer split into N chunks, the ring takes
+2(N−1) steps and each peer sends 2(N−1)/N·M elements (the bandwidth-optimal bound).
+Chunk c spans elements [c·M//N, (c+1)·M//N). At step s the peer at ring position r
+
+    reduce-scatter (s < N−1):     sends chunk (r−s) mod N,     receives chunk (r−s−1) mod N
+    all-gather (s = N−1+t):       sends chunk (r+1−t) mod N,   receives chunk (r−t) mod N
+
+Each chunk is cut into segments of at most `segment_bytes` (at least two when the chunk has
+two elements or more; an empty chunk is one empty segment), and every received segment is
+handled on its own: add own contribution (reduce-scatter) or store (all-gather), then
+forward it at the next step at once. So receiving, adding and sending pipeline segment by
+segment, and messages may arrive in any order.
+
+The result buffer (M elements) is allocated once; it also serves as the scratch space for
+partial sums. A slice of it that was sent is only overwritten by a later step whose message
+is causally after the successor received the earlier one, so zero-copy sends are safe.
+Integer dtypes wrap modulo 2^k (numpy array addition, no upcast).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ringfl.collective.base import MachineBase, as_buffer, segment_elements, split, wire_dtype
+from ringfl.collective.events import Action, Kind, Message
+from ringfl.errors import ConfigError, WireError
+
+#: `source(start, stop)` returns this peer's contribution for elements [start, stop).
+Source = Callable[[int, int], np.ndarray]
+
+
+def ring_positions(peer: int, ring: Sequence[int]) -> tuple[list[int], int]:
+    """Validate a ring (distinct int peer ids containing `peer`); return (ring, position)."""
+    ids = [int(p) for p in ring]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"ring {ids} lists a peer twice")
+    if int(peer) not in ids:
+        raise ConfigError(f"peer {peer} is not in the ring {ids}")
+    return ids, ids.index(int(peer))
+
+
+class RingAllReduce(MachineBase):
+    """Sum of every ring member's 1-D buffer, delivered to each member as `Done(result)`.
+
+    Give the contribution either as `data` (a 1-D array; it is read, never written) or as
+    `source(start, stop)` plus `length` and `dtype` (or a `data` array that only supplies
+    them). `source` is called lazily, once per segment, when the machine first needs that
+    segment: at `start()` for the segments of its first chunk (1/N of the buffer), later
+    for each segment as the partial sum for it arrives. Arrays returned by `source` for
+    the first chunk are sent as they are (zero-copy), so they must not be modified until
+    the driver has finished the run.
+
+    All members must use the same length, dtype and `segment_bytes`. `bytes_sent` counts
+    payload bytes, ≈ 2(N−1)/N·M·itemsize.
+    """
+
+    kind = Kind.ALLREDUCE
+
+    def __init__(
+        self,
+        peer: int,
+        ring: Sequence[int],
+        data: Any = None,
+        *,
+        length: int | None = None,
+        dtype: Any = None,
+        source: Source | None = None,
+        session: int = 0,
+        round: int = 0,
+        segment_bytes: int = 1 << 20,
+    ) -> None:
+        self.ring, self.position = ring_positions(peer, ring)
+        self._data: np.ndarray | None = None
+        if data is not None:
+            arr = as_buffer(data, f"all-reduce of peer {peer}")
+            length = arr.shape[0] if length is None else length
+            dtype = arr.dtype if dtype is None else dtype
+            if arr.shape[0] != length or arr.dtype != np.dtype(dtype):
+                raise ConfigError(f"all-reduce of peer {peer}: data disagrees with length/dtype")
+            if source is None:
+                self._data = arr
+        elif source is None:
+            raise ConfigError(f"all-reduce of peer {peer}: give data or source")
+        if length is None or dtype is None:
+            raise ConfigError(f"all-reduce of peer {peer}: source needs length and dtype")
+        if int(length) < 0:
+            raise ConfigError(f"all-reduce of peer {peer}: negative length {length}")
+        super().__init__(
+            peer,
+            session=session,
+            round=round,
+            dtype=wire_dtype(dtype, f"all-reduce of peer {peer}"),
+        )
+        self.length = int(length)
+        self._source = source
+        n = self.n = len(self.ring)
+        self.successor = self.ring[(self.position + 1) % n]
+        self.predecessor = self.ring[(self.position - 1) % n]
+        per = segment_elements(segment_bytes, self.dtype)
+        m = self.length
+        bounds = [c * m // n for c in range(n + 1)]
+        self.segments = [split(bounds[c], bounds[c + 1], per, 2) for c in range(n)]
+        self.steps = 2 * (n - 1)
+        # received[s][k]: segment k of step s has arrived
+        self._received = [
+            bytearray(len(self.segments[self._recv_chunk(s)])) for s in range(self.steps)
+        ]
+        self._remaining = sum(len(r) for r in self._received)
+        self.out = np.empty(m, dtype=self.dtype)
+
+    # -- ring arithmetic -------------------------------------------------------------
+
+    def _recv_chunk(self, step: int) -> int:
+        n, r = self.n, self.position
+        if step < n - 1:
+            return (r - step - 1) % n
+        return (r - (step - (n - 1))) % n
+
+    def _send_chunk(self, step: int) -> int:
+        n, r = self.n, self.position
+        if step < n - 1:
+            return (r - step) % n
+        return (r + 1 - (step - (n - 1))) % n
+
+    def _own(self, start: int, stop: int) -> np.ndarray:
+        if self._source is None:
+            assert self._data is not None
+            return self._data[start:stop]
+        part = self._source(start, stop)
+        if (
+            not isinstance(part, np.ndarray)
+            or part.dtype != self.dtype
+            or part.shape != (stop - start,)
+        ):
+            raise ConfigError(
+                f"all-reduce source of peer {self.peer} returned "
+                f"{getattr(part, 'dtype', type(part).__name__)} "
+                f"{getattr(part, 'shape', '')} for [{start}, {stop}), "
+                f"expected {self.dtype.name} ({stop - start},)"
+            )
+        return np.ascontiguousarray(part)
+
+    # -- Machine protocol ---------------------------------------------------------------
+
+    def start(self) -> list[Action]:
+        if self.n == 1:
+            np.copyto(self.out, self._own(0, self.length))
+            return [self._finish(self.out)]
+        chunk = self._send_chunk(0)
+        return [
+            self._send(self.successor, 0, chunk, k, self._own(a, b))
+            for k, (a, b) in enumerate(self.segments[chunk])
+        ]
+
+    def receive(self, message: Message) -> list[Action]:
+        h = self._check_common(message)
+        if h.sender != self.predecessor:
+            raise WireError(
+                f"all-reduce of peer {self.peer}: message from peer {h.sender}, "
+                f"expected ring predecessor {self.predecessor}"
+            )
+        step = h.step
+        if step >= self.steps:
+            raise WireError(f"all-reduce of peer {self.peer}: step {step} ≥ {self.steps}")
+        chunk = self._recv_chunk(step)
+        if h.chunk != chunk:
+            raise WireError(
+                f"all-reduce of peer {self.peer}: chunk {h.chunk} at step {step}, expected {chunk}"
+            )
+        segs = self.segments[chunk]
+        if h.segment >= len(segs):
+            raise WireError(
+                f"all-reduce of peer {self.peer}: segment {h.segment} of chunk {chunk} "
+                f"(has {len(segs)})"
+            )
+        a, b = segs[h.segment]
+        if h.length != b - a:
+            raise WireError(
+                f"all-reduce of peer {self.peer}: segment {h.segment} of chunk {chunk} has "
+                f"{h.length} elements, expected {b - a}"
+            )
+        seen = self._received[step]
+        if seen[h.segment]:
+            raise WireError(
+                f"all-reduce of peer {self.peer}: duplicate step {step} segment {h.segment}"
+            )
+        dst = self.out[a:b]
+        if step < self.n - 1:
+            np.add(message.payload, self._own(a, b), out=dst)
+        else:
+            np.copyto(dst, message.payload)
+        seen[h.segment] = 1
+        self._remaining -= 1
+        actions: list[Action] = []
+        if step + 1 < self.steps:
+            actions.append(self._send(self.successor, step + 1, chunk, h.segment, dst))
+        if self._remaining == 0:
+            actions.append(self._finish(self.out))
+        return actions
+
+    def expecting(self) -> frozenset[int]:
+        return frozenset() if self._done or self.n == 1 else frozenset({self.predecessor})
+
+    def _needs(self) -> set[int]:
+        return set(self.ring) - {self.peer}

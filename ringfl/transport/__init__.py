@@ -1,0 +1,1 @@
+"""Drivers that run protocol machines: in memory (virtual clock) or over ZeroMQ."""
