@@ -183,6 +183,8 @@ def launch(
                 done, code = os.waitpid(pid, os.WNOHANG)
                 if done:
                     status[pid] = _exit_code(code)
+                    name = children[pid][0]
+                    print(f"ringfl launch: {name} exited with status {status[pid]}", flush=True)
             if stopping_since is not None and time.monotonic() - stopping_since > grace_s:
                 for pid in children:
                     if pid not in status:
@@ -191,9 +193,12 @@ def launch(
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
-    for pid, (name, _) in children.items():
-        code = status.get(pid)
-        print(f"ringfl launch: {name} exited with status {code}", flush=True)
+    bad = {children[p][0]: c for p, c in status.items() if c}
+    print(
+        f"ringfl launch: {len(children) - len(bad)} of {len(children)} peer(s) finished"
+        + (f"; failed: {', '.join(f'{n} ({c})' for n, c in bad.items())}" if bad else ""),
+        flush=True,
+    )
     return max(status.values(), default=0) if stopping_since is None else 130
 
 

@@ -1,0 +1,156 @@
+"""Real peer processes that fail: a peer SIGKILLed in the middle of a round's masked
+all-reduce (the survivors finish that round with the exact sum of their own deltas and
+train on), and the killed peer restarted (it rejoins and ends with the same model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ringfl import checkpoint
+from ringfl.secure.fixedpoint import FixedPoint
+from tests.peer_util import (
+    ROOT,
+    Ring,
+    env,
+    kill_group,
+    reference_ring_run,
+    start,
+    wait,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
+
+
+def saved_rounds(ring: Ring, name: str) -> dict[int, checkpoint.Checkpoint]:
+    folder = ring.peer_dir(name) / "deltas"
+    out = {}
+    for f in sorted(folder.glob("round-*.npz")):
+        ck = checkpoint.load(f)
+        out[int(ck.meta["round"])] = ck
+    return out
+
+
+def check_every_round_is_the_exact_sum(ring: Ring, alive: list[str]) -> tuple[dict, dict]:
+    """Each survivor's summed result of every round equals the fixed-point sum of the
+    saved payloads of that round's contributors; returns (members, ring sizes) by round."""
+    saved = {name: saved_rounds(ring, name) for name in ring.names}
+    members, sizes = {}, {}
+    rounds = sorted(saved[alive[0]])
+    for r in rounds:
+        metas = {name: saved[name][r].meta for name in alive if r in saved[name]}
+        contributors = {tuple(m["members"]) for m in metas.values()}
+        assert len(contributors) == 1, (r, contributors)
+        who = list(contributors.pop())
+        ring_at_start = {len(m["ring"]) for m in metas.values()}
+        assert len(ring_at_start) == 1
+        codec = FixedPoint.for_peers(ring_at_start.pop())
+        total = np.zeros(saved[alive[0]][r].arrays["payload"].shape, codec.word_dtype)
+        for p in who:
+            np.add(total, codec.encode(saved[ring.names[p]][r].arrays["payload"])[0], out=total)
+        want = codec.decode(total, out=np.empty(total.shape, np.float32))
+        for name in metas:
+            assert np.array_equal(saved[name][r].arrays["result"], want), (r, name)
+        members[r], sizes[r] = who, len(metas[next(iter(metas))]["ring"])
+    return members, sizes
+
+
+def test_kill_9_mid_round_survivors_finish_with_the_exact_sum() -> None:
+    ring = Ring(5, rounds=6, steps=5)
+    try:
+        proc = start(
+            "launch",
+            *ring.args("--out", str(ring.out), "--save-deltas", "--fault", "2:kill@2:3"),
+            log=ring.dir / "launch.log",
+        )
+        code = wait(proc, 200)
+        log = (ring.dir / "launch.log").read_text()
+        assert "2 exited with status 137" in log, log[-3000:]  # really SIGKILLed
+        assert code == 137, log[-3000:]
+        alive = [n for n in ring.names if n != "2"]
+        hashes = {ring.summary(n)["hash"] for n in alive}
+        assert len(hashes) == 1
+        members, sizes = check_every_round_is_the_exact_sum(ring, alive)
+        assert members[1] == [0, 1, 2, 3, 4]
+        assert members[2] == [0, 1, 3, 4]  # killed in the middle of round 2's sum
+        assert sizes[2] == 5 and sizes[3] == 4
+        assert all(members[r] == [0, 1, 3, 4] for r in range(3, 6))
+        # only peer 2's ring successor timed out on it; the others learnt from its notice
+        declared = {n for n in alive if any(e["event"] == "lost" for e in ring.events(n))}
+        assert declared == {"3"}
+        for n in ["0", "1", "4"]:
+            notes = [e for e in ring.events(n) if e["event"] == "peer_gone"]
+            assert notes and notes[0]["peers"] == ["2"] and notes[0]["round"] == 2
+        # the final model is the exact result of these rounds
+        want = reference_ring_run(ring, members, sizes)
+        assert np.array_equal(ring.final_model("0"), want)
+    finally:
+        ring.cleanup()
+
+
+STANDBY = """
+import os, sys, time
+import torch, torch._dynamo, ringfl.peer.node, ringfl.sim, sklearn.datasets
+go = sys.argv[1]
+end = time.monotonic() + 200
+while not os.path.exists(go) and time.monotonic() < end:
+    time.sleep(0.02)
+from ringfl.cli import main
+raise SystemExit(main(sys.argv[2:]))
+"""
+
+
+def test_restarted_peer_rejoins_and_ends_with_the_same_model() -> None:
+    import subprocess
+    import sys
+
+    ring = Ring(5, rounds=14, steps=5)
+    standby = None
+    standby_log = open(ring.dir / "standby.log", "w")  # noqa: SIM115
+    try:
+        go = ring.dir / "go"
+        # the replacement process imports torch while the ring runs; it starts the real
+        # CLI (`ringfl peer --node 2`) once peer 2 is dead
+        standby = subprocess.Popen(
+            [sys.executable, "-c", STANDBY, str(go), "peer", "--node", "2",
+             *ring.args("--out", str(ring.out / "2"), "--save-deltas",
+                        "--min-round-seconds", "0.3")],
+            env=env(), cwd=ROOT, stdout=standby_log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        proc = start(
+            "launch",
+            *ring.args(
+                "--out", str(ring.out), "--save-deltas", "--fault", "2:kill@2:3",
+                "--min-round-seconds", "0.3",
+            ),
+            log=ring.dir / "launch.log",
+        )  # fmt: skip
+        assert wait_for(
+            lambda: "2 exited with status 137" in (ring.dir / "launch.log").read_text(), 120
+        )
+        go.write_text("")
+        code = wait(proc, 200)
+        assert wait(standby, 60) == 0, (ring.dir / "standby.log").read_text()[-3000:]
+        log = (ring.dir / "launch.log").read_text()
+        assert code == 137, log[-3000:]  # the launcher reports the killed child
+        hashes = {n: ring.summary(n)["hash"] for n in ring.names}
+        assert len(set(hashes.values())) == 1, hashes
+        events2 = ring.events("2")
+        kinds = [e["event"] for e in events2]
+        assert "checkpoint_loaded" in kinds and "joining" in kinds and "rejoined" in kinds
+        rejoined = next(e for e in events2 if e["event"] == "rejoined")
+        assert rejoined["round"] < 14
+        members, sizes = check_every_round_is_the_exact_sum(
+            ring, [n for n in ring.names if n != "2"]
+        )
+        back = rejoined["round"]
+        assert members[2] == [0, 1, 3, 4] and members[back] == [0, 1, 2, 3, 4]
+        assert all(members[r] == [0, 1, 3, 4] for r in range(2, back))
+        assert np.array_equal(ring.final_model("2"), reference_ring_run(ring, members, sizes))
+    finally:
+        if standby is not None:
+            kill_group(standby)
+        standby_log.close()
+        ring.cleanup()
