@@ -165,12 +165,14 @@ def reference_ring_run(
     ring: Ring,
     members_by_round: dict[int, list[int]] | None = None,
     ring_size_by_round: dict[int, int] | None = None,
+    nonfinite: set[tuple[int, int]] = frozenset(),
 ):
     """The exact final model of a ring run, computed in this process: every member trains
     from the same start with the same code, payloads are summed in the secure codec's
     fixed point (or float32 in ring order when not masked), and the mean is applied the
     way peers apply it. `members_by_round[r]`: contributors of round r (default: all);
-    `ring_size_by_round[r]`: members when round r started (sets the fixed-point codec)."""
+    `ring_size_by_round[r]`: members when round r started (sets the fixed-point codec);
+    `nonfinite`: (round, peer) pairs whose delta was not finite (they contribute zero)."""
     import torch
 
     from ringfl.algorithms.base import get_flat, set_flat
@@ -200,6 +202,8 @@ def reference_ring_run(
                 set_flat(lr.model, model)
                 lr.trainer.train(r, epochs=cfg.train.epochs, steps=cfg.train.local_steps)
                 delta = get_flat(lr.model) - model
+                if (r, p) in nonfinite:
+                    delta[::7] = np.nan
                 payloads.append(ring_payload(delta, sizes[p] / sum(sizes), [], n)[0])
             codec = FixedPoint.for_peers((ring_size_by_round or {}).get(r, len(members)))
             total = np.zeros(payloads[0].shape, dtype=codec.word_dtype)

@@ -154,3 +154,24 @@ def test_restarted_peer_rejoins_and_ends_with_the_same_model() -> None:
             kill_group(standby)
         standby_log.close()
         ring.cleanup()
+
+
+def test_minority_left_after_failures_stops_with_a_clear_message() -> None:
+    ring = Ring(5, rounds=6, steps=5)
+    try:
+        kills = [x for n in ("0", "1", "2") for x in ("--fault", f"{n}:kill@2:1")]
+        proc = start(
+            "launch", *ring.args("--out", str(ring.out), *kills), log=ring.dir / "launch.log"
+        )
+        wait(proc, 200)
+        log = (ring.dir / "launch.log").read_text()
+        for name in ("3", "4"):
+            assert f"{name} exited with status 3" in log, log[-3000:]
+            stop = [e for e in ring.events(name) if e["event"] == "stopped"]
+            assert stop and "strict majority" in stop[0]["reason"], stop
+            assert "only 2 of 5 peers reachable" in stop[0]["reason"]
+            assert ring.summary(name)["status"] == "stopped"
+            # it never trained on alone: its last completed round is the one before
+            assert [r["round"] for r in ring.metrics(name)] == [0, 1]
+    finally:
+        ring.cleanup()

@@ -266,6 +266,7 @@ class PeerNode:
         self.join_requests: dict[int, int] = {}
         self.admitted_round: dict[int, int] = {}
         self.done_peers: set[int] = set()
+        self._told: dict[int, int] = {}
         self.snapshot: tuple[int, tuple[int, ...], np.ndarray] | None = None
         self.last_sum: tuple[int, control.SumResult] | None = None
         self.pending_state: control.StateTransfer | None = None
@@ -382,6 +383,16 @@ class PeerNode:
 
     def _on_drop(self, reason: str, sender: int | None) -> None:
         self.log("dropped", reason=reason, sender=sender)
+        # a peer we count as gone still talks to us: tell it (once a round), so it rejoins
+        if (
+            sender is not None
+            and sender in self.gone
+            and self.state == State.RUNNING
+            and self.mode == "ring"
+            and self._told.get(sender) != self.round
+        ):
+            self._told[sender] = self.round
+            self._send(sender, self._ctl(Op.LOST, self.round, control.ints(sender)))
 
     def _on_control(self, msg: Message) -> None:
         op, value = control.decode_control(
@@ -451,22 +462,24 @@ class PeerNode:
             if not set(self.row) - {self.peer} - self.gone:
                 raise PeerStopped(f"node {self.node!r}: every neighbour is gone; stopping")
             return
-        self._broadcast(self._ctl(Op.LOST, rnd, control.ints(*sorted(lost))), skip=set(lost))
+        # to everyone, the lost peers too: one that is alive after all learns it must rejoin
+        self._broadcast(self._ctl(Op.LOST, rnd, control.ints(*sorted(lost))))
         self._lost(set(lost), rnd, why="deadline", already_in_run=True)
 
     def _lost(self, peers: set[int], rnd: int, *, why: str, already_in_run: bool = False) -> None:
-        """Record that `peers` are gone as of round `rnd`; tell the running collective."""
+        """Record that `peers` are gone as of round `rnd`; tell the running collective
+        (after the majority check, so a minority stops before it tries to recover)."""
         new = set(peers) - self.gone
         self.notices.setdefault(rnd, set()).update(peers)
         self.gone |= set(peers)
         if new and not already_in_run:
             self.log("peer_gone", round=rnd, peers=[self.name(p) for p in sorted(new)], why=why)
+        if rnd == self.round:
+            self._check_majority()
         link = self.link
         run = link.current if link is not None else None
         if run is not None and run.round == rnd and not already_in_run:
             run.lose(peers)
-        if rnd == self.round:
-            self._check_majority()
 
     def _check_majority(self) -> None:
         if self.state != State.RUNNING or self.mode != "ring":
