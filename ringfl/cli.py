@@ -18,6 +18,7 @@ from ringfl.errors import RingflError
 COMMAND_MODULES = (
     "ringfl.commands.demo",
     "ringfl.commands.topology",
+    "ringfl.commands.simulate",
     "ringfl.commands.peer",
 )
 

@@ -10,6 +10,15 @@ from ringfl.errors import ConfigError
 from ringfl.models import build_model, count_parameters
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Other test processes share the 2 cores: one torch thread each (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def same_weights(a: nn.Module, b: nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -9,32 +9,44 @@ docs/security.md):
    the long-term X25519 keys + HKDF, purpose "share-enc"; the associated data carries
    e_i's public key, which authenticates it) and puts e_i's public key and all sealed
    shares in one fixed-size blob. A ring all-gather moves the blobs.
-2. SUM: each peer encodes its float delta to fixed point in Z_{2^k}, adds
-   Σ_{j>i} PRG(s_ij) − Σ_{j<i} PRG(s_ij) + PRG(b_i) over its masking-graph neighbours j
-   (s_ij from the ephemeral keys + HKDF, purpose "mask"; graph drawn per round and
-   attempt, `ringfl.secure.graph`), lazily segment by segment through the `source` hook
-   of `RingAllReduce`, and runs the integer ring all-reduce.
+2. SUM (attempt a): each peer encodes its float delta to fixed point in Z_{2^k} and adds
+   Σ_{j>i} PRG(s_ij) − Σ_{j<i} PRG(s_ij) over its masking-graph neighbours j (s_ij from
+   the ephemeral keys + HKDF, purpose "mask"; graph drawn per round and attempt,
+   `ringfl.secure.graph`); the attempt's *lead* (a peer that led no earlier attempt,
+   the first in ring order at first) also adds its self mask PRG(b_lead). This happens
+   lazily, segment by segment, through the `source` hook of `RingAllReduce`, which then
+   runs the integer ring all-reduce. Pairwise masks cancel in the sum; the lead's self
+   mask keeps the sum masked until the contributors are fixed.
 3. SUMMED: a ring all-gather of one-byte tokens: afterwards every member knows that every
    member holds the masked sum, so the set of contributors is fixed (committed).
-4. REVEAL: a ring all-gather in which each live peer reveals its own b_i and its shares of
-   the b_j of members that died after contributing; Shamir rebuilds those.
-5. FINISH: a ring all-gather of one-byte tokens, then each peer removes Σ PRG(b_j) and
+4. REVEAL: a ring all-gather in which the lead reveals b_lead (or, if the lead died after
+   contributing, every live peer reveals its share of b_lead and Shamir rebuilds it).
+5. FINISH: a ring all-gather of one-byte tokens, then each peer removes PRG(b_lead) and
    decodes. This last lap guarantees that a peer finishes only when every live peer
-   already knows all seeds, so a finished peer is never needed for anyone's recovery.
+   already knows b_lead, so a finished peer is never needed for anyone's recovery.
 
 Dropouts. The driver reports lost peers with `peers_lost`; every live peer then starts a
 new epoch (epoch = number of peers known lost) with a SYNC all-gather of its progress
 among the survivors (ring order minus the lost peers) and all decide alike:
-- some member committed, or all completed the SUM: keep that sum (contributors fixed;
-  the b_j of lost contributors are rebuilt from shares) and (re)run REVEAL;
+- some member committed, or every survivor holds the sum of the newest attempt any of
+  them started: keep that sum (contributors fixed) and (re)run REVEAL;
 - else re-run the SUM among the survivors (after re-running SHARES if a survivor lacks a
-  survivor's blob). Survivors mask their inputs afresh without the lost peers, so
-  pairwise masks with a lost peer never have to be rebuilt: pairwise secrets are never
-  revealed, only self-mask seeds of contributors, and a peer excluded from the sum keeps
-  its b_i secret — the double-masking guarantee of Bonawitz et al. (2017).
-- A peer that already knows the seeds sends them to its new ring neighbours (SEEDS,
-  flooded along the ring) and finishes.
-Fewer than t live peers: `SecureAggregationError`, and no seed is revealed.
+  survivor's blob), led by a peer that led none of the earlier attempts. Survivors mask
+  afresh without the lost peers, so pairwise masks with a lost peer never have to be
+  rebuilt: no pairwise secret is ever revealed, and the only secret ever revealed is
+  the self mask of the committed attempt's lead, which masks no other attempt's sum.
+  This gives the guarantees of the double masking of Bonawitz et al. (2017) — a peer
+  wrongly declared lost keeps its input secret; an abandoned sum stays masked — while
+  unmasking costs one mask expansion instead of N.
+- A peer that already knows b_lead sends it to its new ring neighbours (SEEDS, flooded
+  along the ring) and finishes.
+Fewer than t live peers: `SecureAggregationError`, and no self-mask seed is revealed.
+
+The recovery relies on the driver telling every live peer about a loss consistently (as
+`MemoryNetwork` does: at a quiet point, the same lost peers to everyone). A peer that
+hears of a loss from a SYNC message first adopts it. A driver that suspects live peers
+(e.g. one timeout for all) ends the round with `SecureAggregationError` — safe, but no
+sum.
 
 Messages: kind `Kind.SECURE`; the header's `step` packs (stage, epoch, step), the inner
 all-reduce's chunk/segment fields are kept, all-gathers put the origin peer in `chunk`.
@@ -69,7 +81,7 @@ _EPOCH_BITS, _STEP_BITS = 11, 18
 _MAX_EPOCH = (1 << _EPOCH_BITS) - 1
 _MAX_PENDING = 1 << 20
 
-_SYNC_HEAD = struct.Struct("<B3xiiiI")  # flags, attempt started, sum held, committed, n dead
+_SYNC_HEAD = struct.Struct("<B3xiiiII")  # flags, started, held, committed, n dead, n led
 _HAS_SHARES, _COMMITTED = 1, 2
 
 
@@ -157,8 +169,9 @@ class _Gather:
 
 class SecureRingAllReduce:
     """Masked ring all-reduce of `data` (1-D float32/float64) over `ring`, delivering
-    `Done(sum)`: the exact sum of the contributors' fixed-point inputs, decoded to the
-    dtype of `data`, identical on every contributor that finishes.
+    `Done(sum)`: the exact sum of the contributors' fixed-point inputs (clipped to
+    ±clip, rounded to 2^−f), decoded to the dtype of `data`, bit-identical on every
+    live contributor.
 
     keys: this peer's long-term X25519 key pair. public_keys: every ring member's public
     key (raw 32 bytes or the topology-file text). session/round: as in the ring
@@ -232,7 +245,11 @@ class SecureRingAllReduce:
         self._masked_sum: np.ndarray | None = None
         self._committed = -1
         self._sum_members: list[int] = []
-        self._seeds: dict[int, bytes] | None = None
+        self._lead_seed: bytes | None = None  # self-mask seed of the committed sum's lead
+        self._next_lead = self.ring[0]
+        self._led: set[int] = set()  # leads of the attempts this peer started
+        self._attempt_lead = -1
+        self._sum_lead = -1
         self._bundles: dict[int, bytes] = {}
         self._eph_pub: dict[int, bytes] = {}
         self._my_shares: dict[int, bytes] = {}
@@ -240,6 +257,8 @@ class SecureRingAllReduce:
         self._clipped: dict[int, int] = {}
         self._fresh_buffers = False
         self._scratch: np.ndarray | None = None
+        work = np.float32 if (x.dtype == np.float32 and self.codec.bits == 32) else np.float64
+        self._float_scratch = np.empty(min(self.length, CHUNK_ELEMENTS), dtype=work)
         self._streamer = MaskStreamer()
         self.result: np.ndarray | None = None
         self.members: tuple[int, ...] = ()
@@ -480,7 +499,7 @@ class SecureRingAllReduce:
             if have is not None and have != blob.tobytes():
                 raise SecureAggregationError(f"peer {origin} sent two different share blobs")
         elif stage == REVEAL:
-            want = KEY_BYTES * (1 + len(self._lost_contributors()))
+            want = self._reveal_length(origin)
         elif stage in (SUMMED, FINISH):
             want = 1
         else:  # SYNC: validated by parsing
@@ -569,7 +588,11 @@ class SecureRingAllReduce:
         )
         nbrs = sorted(graph[self.peer])
         self.mask_neighbours = len(nbrs)
-        add = [self._pair_key(j) for j in nbrs if j > self.peer] + [self._self_seed]
+        self._attempt_lead = lead = self._next_lead
+        self._led.add(lead)
+        add = [self._pair_key(j) for j in nbrs if j > self.peer]
+        if lead == self.peer:
+            add.append(self._self_seed)
         sub = [self._pair_key(j) for j in nbrs if j < self.peer]
         wd = self.codec.word_dtype
         codec, x, streamer = self.codec, self.data, self._streamer
@@ -582,7 +605,7 @@ class SecureRingAllReduce:
                 if self._scratch is None or self._scratch.shape[0] < n:
                     self._scratch = np.empty(n, dtype=wd)
                 buf = self._scratch[:n]
-            self._clipped[a] += codec.encode_into(x[start:stop], buf)
+            self._clipped[a] += codec.encode_into(x[start:stop], buf, self._float_scratch)
             streamer.apply(buf, start, add, sub)
             return buf
 
@@ -631,36 +654,41 @@ class SecureRingAllReduce:
                 self._masked_sum = a.result
                 self._sum_attempt = self._attempt
                 self._sum_members = list(self._attempt_members)
+                self._sum_lead = self._attempt_lead
                 self._start_gather(SUMMED, self._attempt_members, np.ones(1, np.uint8), out)
 
     # -- REVEAL / FINISH ------------------------------------------------------------------
 
-    def _lost_contributors(self) -> list[int]:
-        return [p for p in self._sum_members if p in self.dead]
+    def _reveal_length(self, origin: int) -> int:
+        if self._sum_lead in self.dead:
+            return KEY_BYTES  # everyone reveals its share of the lost lead's seed
+        return KEY_BYTES if origin == self._sum_lead else 1
 
     def _enter_reveal(self, out: list[Action]) -> None:
-        parts = [self._self_seed] + [self._my_shares[p] for p in self._lost_contributors()]
-        blob = np.frombuffer(b"".join(parts), dtype=np.uint8)
-        self._start_gather(REVEAL, self._live(), blob, out)
+        lead = self._sum_lead
+        if lead in self.dead:
+            part = self._my_shares[lead]
+        elif lead == self.peer:
+            part = self._self_seed
+        else:
+            part = b"\x01"
+        self._start_gather(REVEAL, self._live(), np.frombuffer(part, dtype=np.uint8), out)
 
     def _reveal_complete(self, out: list[Action]) -> None:
         assert self._gather is not None
         blobs = {p: b.tobytes() for p, b in self._gather.blobs.items()}
-        seeds: dict[int, bytes] = {}
-        for p in self._sum_members:
-            if p in blobs:
-                seeds[p] = blobs[p][:KEY_BYTES]
-        for k, lost in enumerate(self._lost_contributors()):
-            at = KEY_BYTES * (1 + k)
-            shares = {self._index[p] + 1: b[at : at + KEY_BYTES] for p, b in blobs.items()}
-            seeds[lost] = shamir.combine_shares(shares, self.threshold)
-        self._seeds = seeds
+        lead = self._sum_lead
+        if lead in blobs:
+            self._lead_seed = blobs[lead]
+        else:
+            shares = {self._index[p] + 1: b for p, b in blobs.items()}
+            self._lead_seed = shamir.combine_shares(shares, self.threshold)
         self._start_gather(FINISH, self._live(), np.ones(1, np.uint8), out)
 
     def _unmask(self) -> np.ndarray:
-        assert self._masked_sum is not None and self._seeds is not None
+        assert self._masked_sum is not None and self._lead_seed is not None
         words = self._masked_sum
-        keys = [self._seeds[p] for p in self._sum_members]
+        keys = [self._lead_seed]
         result = np.empty(self.length, dtype=self.data.dtype)
         scratch = np.empty(min(self.length, CHUNK_ELEMENTS), dtype=words.dtype)
         for a in range(0, self.length, CHUNK_ELEMENTS):
@@ -676,11 +704,10 @@ class SecureRingAllReduce:
     # -- SEEDS (recovery shortcut) -------------------------------------------------------------
 
     def _seeds_payload(self) -> np.ndarray:
-        assert self._seeds is not None
+        assert self._lead_seed is not None
         dead = sorted(self.dead)
         head = struct.pack(f"<iI{len(dead)}I", self._sum_attempt, len(dead), *dead)
-        body = b"".join(self._seeds[p] for p in self._sum_members)
-        return np.frombuffer(head + body, dtype=np.uint8)
+        return np.frombuffer(head + self._lead_seed, dtype=np.uint8)
 
     def _flood_seeds(self, out: list[Action], skip: int | None = None) -> None:
         live = self._live()
@@ -699,16 +726,12 @@ class SecureRingAllReduce:
         attempt, ndead = struct.unpack_from("<iI", raw)
         if self._masked_sum is None or attempt != self._sum_attempt:
             raise WireError(f"secure SEEDS for attempt {attempt}, this peer holds no such sum")
-        if len(raw) != 8 + 4 * ndead + KEY_BYTES * len(self._sum_members):
-            raise WireError("secure SEEDS: payload length does not match the contributors")
+        if len(raw) != 8 + 4 * ndead + KEY_BYTES:
+            raise WireError("secure SEEDS: bad payload length")
         dead = set(struct.unpack_from(f"<{ndead}I", raw, 8))
         if self.peer in dead or not dead <= set(self._index):
             raise WireError("secure SEEDS: bad list of lost peers")
-        at = 8 + 4 * ndead
-        self._seeds = {
-            p: raw[at + KEY_BYTES * k : at + KEY_BYTES * (k + 1)]
-            for k, p in enumerate(self._sum_members)
-        }
+        self._lead_seed = raw[8 + 4 * ndead :]
         self.dead |= dead
         self._flood_seeds(out, skip=message.header.sender)
 
@@ -720,7 +743,7 @@ class SecureRingAllReduce:
             raise SecureAggregationError(
                 f"secure all-reduce: peer {self.peer} was declared lost by the others"
             )
-        if self._seeds is not None:  # this peer can finish; make sure the others can too
+        if self._lead_seed is not None:  # this peer can finish; make sure the others can too
             self._flood_seeds(out)
             return
         live = self._live()
@@ -739,22 +762,25 @@ class SecureRingAllReduce:
         flags = (_HAS_SHARES if all(p in self._eph_pub for p in live) else 0) | (
             _COMMITTED if self._committed >= 0 else 0
         )
-        dead = sorted(self.dead)
-        head = _SYNC_HEAD.pack(flags, self._attempt, self._sum_attempt, self._committed, len(dead))
-        blob = head + struct.pack(f"<{len(dead)}I", *dead)
+        dead, led = sorted(self.dead), sorted(self._led)
+        head = _SYNC_HEAD.pack(
+            flags, self._attempt, self._sum_attempt, self._committed, len(dead), len(led)
+        )
+        blob = head + struct.pack(f"<{len(dead)}I{len(led)}I", *dead, *led)
         self._start_gather(SYNC, live, np.frombuffer(blob, dtype=np.uint8), out)
 
     def _parse_blob_sync(self, blob: np.ndarray, origin: int) -> _SyncState:
         raw = blob.tobytes()
         if len(raw) < _SYNC_HEAD.size:
             raise WireError(f"secure SYNC: blob of peer {origin} too short")
-        flags, started, held, committed, ndead = _SYNC_HEAD.unpack_from(raw)
-        if len(raw) != _SYNC_HEAD.size + 4 * ndead:
+        flags, started, held, committed, ndead, nled = _SYNC_HEAD.unpack_from(raw)
+        if len(raw) != _SYNC_HEAD.size + 4 * (ndead + nled):
             raise WireError(f"secure SYNC: blob of peer {origin} has a bad length")
-        dead = set(struct.unpack_from(f"<{ndead}I", raw, _SYNC_HEAD.size))
-        if not dead <= set(self._index):
+        ids = struct.unpack_from(f"<{ndead + nled}I", raw, _SYNC_HEAD.size)
+        dead, led = frozenset(ids[:ndead]), frozenset(ids[ndead:])
+        if not (dead | led) <= set(self._index):
             raise WireError(f"secure SYNC: blob of peer {origin} names unknown peers")
-        return _SyncState(flags, started, held, committed, frozenset(dead))
+        return _SyncState(flags, started, held, committed, dead, led)
 
     def _parse_sync(self, message: Message) -> _SyncState:
         if message.payload.dtype != np.uint8:
@@ -786,10 +812,18 @@ class SecureRingAllReduce:
                 )
             self._committed = c
             self._enter_reveal(out)
-        elif all(s.flags & _HAS_SHARES for s in states):
-            self._enter_sum(out)
         else:
-            self._enter_shares(out)
+            # The new attempt's self mask comes from a peer that led no attempt whose sum
+            # may exist (every survivor took part in any such attempt, so knows its lead).
+            used = set().union(*(s.led for s in states))
+            fresh = [p for p in self._live() if p not in used]
+            if not fresh:
+                raise SecureAggregationError("secure all-reduce: no peer left to lead an attempt")
+            self._next_lead = fresh[0]
+            if all(s.flags & _HAS_SHARES for s in states):
+                self._enter_sum(out)
+            else:
+                self._enter_shares(out)
 
 
 @dataclass(frozen=True)
@@ -799,3 +833,4 @@ class _SyncState:
     held: int  # attempt of the masked sum it holds (−1: none)
     committed: int
     dead: frozenset[int]
+    led: frozenset[int]  # leads of the attempts it started

@@ -141,8 +141,11 @@ class FixedPoint:
             )
         return out, self.encode_into(x, out)
 
-    def encode_into(self, x: np.ndarray, out: np.ndarray) -> int:
-        """Like `encode`, writing into the preallocated `out`; returns the clip count."""
+    def encode_into(self, x: np.ndarray, out: np.ndarray, scratch: np.ndarray | None = None) -> int:
+        """Like `encode`, writing into the preallocated `out`; returns the clip count.
+
+        `scratch`: optional reusable float buffer (float64, or float32 when both the input
+        and k = 32 allow) of at least min(len(x), CHUNK_ELEMENTS) elements."""
         n = x.shape[0]
         if n == 0:
             return 0
@@ -153,7 +156,11 @@ class FixedPoint:
         if qf > self._q:  # not representable: take the next value toward zero
             qf = np.nextafter(qf, work(0))
         scale = work(2.0**self.frac_bits)
-        tmp = np.empty(min(n, CHUNK_ELEMENTS), dtype=work)
+        size = min(n, CHUNK_ELEMENTS)
+        if scratch is not None and scratch.dtype == work and scratch.shape[0] >= size:
+            tmp = scratch
+        else:
+            tmp = np.empty(size, dtype=work)
         ints = out.view(_SIGNED[self.bits])
         clipped = 0
         for a in range(0, n, CHUNK_ELEMENTS):

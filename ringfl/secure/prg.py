@@ -32,6 +32,8 @@ BLOCK = 16
 MASK_CHUNK_BYTES = 1 << 20
 
 _WORDS = (np.dtype(np.uint32), np.dtype(np.uint64))
+#: Read-only zeros that the cipher encrypts into keystream (shared, never written).
+_ZEROS = memoryview(bytes(MASK_CHUNK_BYTES + BLOCK))
 
 
 def _check_key(key: bytes) -> bytes:
@@ -53,11 +55,18 @@ class MaskStreamer:
     thread-safe)."""
 
     def __init__(self, chunk_bytes: int = MASK_CHUNK_BYTES) -> None:
-        if chunk_bytes < BLOCK or chunk_bytes % BLOCK:
-            raise ConfigError(f"chunk_bytes must be a positive multiple of {BLOCK}")
+        if chunk_bytes < BLOCK or chunk_bytes % BLOCK or chunk_bytes > MASK_CHUNK_BYTES:
+            raise ConfigError(
+                f"chunk_bytes must be a multiple of {BLOCK} in [{BLOCK}, {MASK_CHUNK_BYTES}]"
+            )
         self.chunk_bytes = chunk_bytes
-        self._zeros = bytes(chunk_bytes + BLOCK)
-        self._buf = np.empty(chunk_bytes + BLOCK, dtype=np.uint8)
+        self._buf = np.empty(0, dtype=np.uint8)  # grown on demand, up to chunk_bytes + 16
+
+    def _scratch(self, nbytes: int) -> np.ndarray:
+        need = min(nbytes, self.chunk_bytes) + BLOCK
+        if self._buf.shape[0] < need:
+            self._buf = np.empty(need, dtype=np.uint8)
+        return self._buf
 
     def _pieces(self, key: bytes, start: int, n: int, itemsize: int, stream: int):
         """Yield (offset in elements, keystream bytes as uint8 view) covering n elements
@@ -74,8 +83,8 @@ class MaskStreamer:
         nonce = stream.to_bytes(8, "big") + block.to_bytes(8, "big")
         enc = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
         total = n * itemsize
-        zeros = memoryview(self._zeros)
-        buf = self._buf
+        zeros = _ZEROS
+        buf = self._scratch(n * itemsize)
         if skip:
             enc.update_into(zeros[:skip], buf)
         done = 0
@@ -100,9 +109,9 @@ class MaskStreamer:
         enc = Cipher(
             algorithms.AES(key), modes.CTR(stream.to_bytes(8, "big") + block.to_bytes(8, "big"))
         ).encryptor()
-        zeros = memoryview(self._zeros)
+        zeros = _ZEROS
         if skip:
-            enc.update_into(zeros[:skip], self._buf)
+            enc.update_into(zeros[:skip], self._scratch(skip))
         dst = memoryview(out).cast("B")
         total, done, per = dst.nbytes, 0, self.chunk_bytes
         while done < total:  # straight into `out`: no copy
