@@ -5,7 +5,7 @@ Part 1 (one process): fixed-point encode/decode, mask expansion per 10^6 words p
 neighbour (AES-256-CTR `update_into`, alone and with the modular add), X25519 + HKDF per
 pair, Shamir split of a 32-byte secret, AES-GCM sealing of a share.
 
-Part 2 (N processes, spawn, torch-free, one `ZmqPeer` each on 127.0.0.1): for every N and
+Part 2 (N processes, spawn, one `ZmqPeer` each on 127.0.0.1, ports chosen by the OS): for every N and
 size the peers run, repetition by repetition and alternating the order, a plain float32
 `RingAllReduce` and a `SecureRingAllReduce` (k = 32, default masking: complete graph for
 N ≤ 8, t = ⌊N/2⌋+1) of the same float32 deltas (std 0.01), each started by a barrier. A
@@ -81,23 +81,50 @@ def compute_costs() -> list[dict]:
         x = _delta(0, m)
         words = np.empty(m, dtype=np.uint32)
         out = np.empty(m, dtype=np.float32)
-        row("fixed-point encode float32→uint32", _best(lambda: codec.encode(x, words)), m, "elements")
-        row("fixed-point decode uint32→float32", _best(lambda: codec.decode(words, out)), m, "elements")
+        row(
+            "fixed-point encode float32→uint32",
+            _best(lambda x=x, words=words: codec.encode(x, words)),
+            m,
+            "elements",
+        )
+        row(
+            "fixed-point decode uint32→float32",
+            _best(lambda words=words, out=out: codec.decode(words, out)),
+            m,
+            "elements",
+        )
     s = MaskStreamer()
     key = os.urandom(32)
     w = np.zeros(10**6, dtype=np.uint32)
-    row("mask expansion AES-256-CTR (fill)", _best(lambda: s.fill(key, w, 0)), 10**6, "words/neighbour")
-    row("mask expansion + add mod 2^32", _best(lambda: s.apply(w, 0, add=[key])), 10**6, "words/neighbour")
+    row(
+        "mask expansion AES-256-CTR (fill)",
+        _best(lambda: s.fill(key, w, 0)),
+        10**6,
+        "words/neighbour",
+    )
+    row(
+        "mask expansion + add mod 2^32",
+        _best(lambda: s.apply(w, 0, add=[key])),
+        10**6,
+        "words/neighbour",
+    )
     a, b = PeerKeys.generate(), PeerKeys.generate()
     row(
         "X25519 + HKDF-SHA256 pairwise secret",
-        _best(lambda: pairwise_secret(a, 1, b.public_bytes, 2, session=1, round=1, purpose="mask"), 50),
+        _best(
+            lambda: pairwise_secret(a, 1, b.public_bytes, 2, session=1, round=1, purpose="mask"), 50
+        ),
         1,
         "pair",
     )
     for n in (8, 32):
         t = n // 2 + 1
-        row(f"Shamir split 32 B, t={t} of n={n}", _best(lambda n=n, t=t: shamir.split_secret(key, t, n), 5), 1, "secret")
+        row(
+            f"Shamir split 32 B, t={t} of n={n}",
+            _best(lambda n=n, t=t: shamir.split_secret(key, t, n), 5),
+            1,
+            "secret",
+        )
     row(
         "AES-256-GCM seal of a share",
         _best(lambda: shamir.seal_share(key, key, session=1, round=1, sender=1, recipient=2), 50),
@@ -110,8 +137,9 @@ def compute_costs() -> list[dict]:
 # -- part 2: ZeroMQ -----------------------------------------------------------------------
 
 
-def worker(peer, n, sizes, endpoints, barrier, conn):
-    """One peer process. ("run", kind, m, round, check) → (seconds, bytes, cpu, extra)."""
+def worker(peer, n, sizes, barrier, conn):
+    """One peer process. Binds a port the OS picks, reports it, learns the others';
+    then ("run", kind, m, round, check) → (seconds, bytes, cpu, extra)."""
     try:
         import numpy as np
         import zmq
@@ -121,7 +149,9 @@ def worker(peer, n, sizes, endpoints, barrier, conn):
         from ringfl.transport.zmq import ZmqPeer
 
         ctx = zmq.Context()
-        zp = ZmqPeer(peer, endpoints, context=ctx, session=SESSION)
+        zp = ZmqPeer(peer, {peer: "tcp://127.0.0.1:0"}, context=ctx, session=SESSION)
+        conn.send(("bound", zp.address))
+        zp.set_endpoints(conn.recv())
         keys = _keys(peer)
         pubs = {p: _keys(p).public_bytes for p in range(n)}
         data = {m: _delta(peer, m) for m in sizes}
@@ -164,18 +194,20 @@ def worker(peer, n, sizes, endpoints, barrier, conn):
 
 
 class Group:
-    def __init__(self, n, sizes, port):
+    def __init__(self, n, sizes):
         ctx = mp.get_context("spawn")
         self.n = n
         barrier = ctx.Barrier(n)
-        endpoints = {p: f"tcp://127.0.0.1:{port + p}" for p in range(n)}
         self.conns, self.procs = [], []
         for p in range(n):
             a, b = ctx.Pipe()
-            pr = ctx.Process(target=worker, args=(p, n, sizes, endpoints, barrier, b))
+            pr = ctx.Process(target=worker, args=(p, n, sizes, barrier, b))
             pr.start()
             self.conns.append(a)
             self.procs.append(pr)
+        addresses = {p: r[0] for p, r in enumerate(self._gather("bound"))}
+        for c in self.conns:
+            c.send(addresses)
         self._gather("ready")
 
     def _gather(self, kind, timeout=900):
@@ -226,14 +258,12 @@ def verify(n, m, res_secure, res_plain) -> dict:
     rel = float(np.linalg.norm(avg - avg_true) / np.linalg.norm(avg_true))
     plain_ok = len({r[3]["sha"] for r in res_plain}) == 1
     if res_plain[0][3].get("plain") is not None:
-        plain_ok &= bool(
-            np.allclose(res_plain[0][3]["plain"], avg_true * n, rtol=1e-4, atol=1e-5)
-        )
+        plain_ok &= bool(np.allclose(res_plain[0][3]["plain"], avg_true * n, rtol=1e-4, atol=1e-5))
     return dict(exact=exact, rel_err=rel, plain_ok=plain_ok)
 
 
-def bench_n(n, sizes, reps, warmup, port):
-    g = Group(n, sizes, port)
+def bench_n(n, sizes, reps, warmup):
+    g = Group(n, sizes)
     rows = []
     try:
         rnd = 0
@@ -356,7 +386,6 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="1e5,1e6,1e7")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--base-port", type=int, default=25000)
     ap.add_argument("--quick", action="store_true", help="N ∈ {2,4}, sizes 1e5,1e6, 3 reps")
     ap.add_argument("--out", default=str(RESULTS / "secure.csv"))
     args = ap.parse_args(argv)
@@ -367,8 +396,8 @@ def main(argv=None) -> int:
     comp = compute_costs()
     rows = []
     t0 = time.time()
-    for i, n in enumerate(ns):
-        rows += bench_n(n, sizes, args.reps, args.warmup, args.base_port + 100 * i)
+    for n in ns:
+        rows += bench_n(n, sizes, args.reps, args.warmup)
         print(f"  done N={n} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
     print_tables(rows, comp)
     write(rows, comp, Path(args.out))

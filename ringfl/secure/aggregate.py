@@ -71,7 +71,13 @@ from ringfl.errors import ConfigError, SecureAggregationError, WireError
 from ringfl.secure import shamir
 from ringfl.secure.fixedpoint import CHUNK_ELEMENTS, FixedPoint, default_frac_bits
 from ringfl.secure.graph import COMPLETE_UP_TO, masking_graph
-from ringfl.secure.keys import KEY_BYTES, PeerKeys, decode_public_key, pairwise_secret
+from ringfl.secure.keys import (
+    KEY_BYTES,
+    PeerKeys,
+    decode_public_key,
+    derive_pairwise,
+    key_agreement,
+)
 from ringfl.secure.prg import MaskStreamer
 
 # Stages, in protocol order within an epoch (a message of a later stage is held back).
@@ -254,6 +260,7 @@ class SecureRingAllReduce:
         self._eph_pub: dict[int, bytes] = {}
         self._my_shares: dict[int, bytes] = {}
         self._pair_keys: dict[int, bytes] = {}
+        self._long_term_shared: dict[int, bytes] = {}
         self._clipped: dict[int, int] = {}
         self._fresh_buffers = False
         self._scratch: np.ndarray | None = None
@@ -305,11 +312,16 @@ class SecureRingAllReduce:
         self._eph_pub[self.peer] = eph_pub
 
     def _share_key(self, other: int, *, sender: int) -> bytes:
-        return pairwise_secret(
-            self.keys,
+        shared = self._long_term_shared.get(other)
+        if shared is None:  # one agreement per peer serves both directions
+            shared = key_agreement(self.keys, self.public_keys[other], other)
+            self._long_term_shared[other] = shared
+        return derive_pairwise(
+            shared,
             self.peer,
-            self.public_keys[other],
+            self.public_keys[self.peer],
             other,
+            self.public_keys[other],
             session=self.session,
             round=self.round,
             purpose="share-enc",
@@ -319,11 +331,12 @@ class SecureRingAllReduce:
     def _pair_key(self, other: int) -> bytes:
         key = self._pair_keys.get(other)
         if key is None:
-            key = pairwise_secret(
-                self._eph,
+            key = derive_pairwise(
+                key_agreement(self._eph, self._eph_pub[other], other),
                 self.peer,
-                self._eph_pub[other],
+                self._eph_pub[self.peer],
                 other,
+                self._eph_pub[other],
                 session=self.session,
                 round=self.round,
                 purpose="mask",
@@ -688,14 +701,15 @@ class SecureRingAllReduce:
     def _unmask(self) -> np.ndarray:
         assert self._masked_sum is not None and self._lead_seed is not None
         words = self._masked_sum
-        keys = [self._lead_seed]
         result = np.empty(self.length, dtype=self.data.dtype)
         scratch = np.empty(min(self.length, CHUNK_ELEMENTS), dtype=words.dtype)
         for a in range(0, self.length, CHUNK_ELEMENTS):
             b = min(self.length, a + CHUNK_ELEMENTS)
             w = scratch[: b - a]
-            np.copyto(w, words[a:b])  # the sum may still be on its way out (zero-copy)
-            self._streamer.apply(w, a, subtract=keys)
+            # words[a:b] − mask into scratch: the sum itself may still be on its way out
+            # (zero-copy sends) and must not be written
+            self._streamer.fill(self._lead_seed, w, a)
+            np.subtract(words[a:b], w, out=w)
             self.codec.decode(w, out=result[a:b])
         self.members = tuple(self._sum_members)
         self.clipped = self._clipped.get(self._sum_attempt, 0)

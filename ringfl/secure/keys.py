@@ -171,6 +171,54 @@ def load_keys(path: str | os.PathLike[str]) -> PeerKeys:
     return PeerKeys.from_private_bytes(raw)
 
 
+def key_agreement(own: PeerKeys | X25519PrivateKey, peer_public: bytes, peer_id: int) -> bytes:
+    """The raw X25519 shared secret with `peer_id` (input to `derive_pairwise` only).
+    Raises `SecureAggregationError` if the agreement fails (e.g. a low-order key)."""
+    priv = own.private if isinstance(own, PeerKeys) else own
+    if len(peer_public) != KEY_BYTES:
+        raise SecureAggregationError(
+            f"public key of peer {peer_id} is {len(peer_public)} bytes, expected {KEY_BYTES}"
+        )
+    try:
+        return priv.exchange(X25519PublicKey.from_public_bytes(bytes(peer_public)))
+    except ValueError as exc:
+        raise SecureAggregationError(f"key agreement with peer {peer_id} failed: {exc}") from None
+
+
+def derive_pairwise(
+    shared: bytes,
+    own_id: int,
+    own_public: bytes,
+    peer_id: int,
+    peer_public: bytes,
+    *,
+    session: int,
+    round: int,
+    purpose: str,
+    sender: int | None = None,
+    length: int = 32,
+) -> bytes:
+    """HKDF-SHA256 of a `key_agreement` result, bound as described in the module
+    docstring (one X25519 agreement can serve several purposes and both directions)."""
+    if sender is not None and sender not in (own_id, peer_id):
+        raise ConfigError(f"pairwise_secret: sender {sender} is neither {own_id} nor {peer_id}")
+    pair = [(int(own_id), bytes(own_public)), (int(peer_id), bytes(peer_public))]
+    if sender is None:
+        pair.sort(key=lambda p: p[0])
+    elif sender != own_id:
+        pair.reverse()
+    (a, pa), (b, pb) = pair
+    info = (
+        _INFO_PREFIX
+        + purpose.encode("utf-8")
+        + b"\0"
+        + struct.pack("<QIII", session, round, a, b)
+        + pa
+        + pb
+    )
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(shared)
+
+
 def pairwise_secret(
     own: PeerKeys | X25519PrivateKey,
     own_id: int,
@@ -196,26 +244,16 @@ def pairwise_secret(
     own_public = priv.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
-    if len(peer_public) != KEY_BYTES:
-        raise SecureAggregationError(
-            f"public key of peer {peer_id} is {len(peer_public)} bytes, expected {KEY_BYTES}"
-        )
-    try:
-        shared = priv.exchange(X25519PublicKey.from_public_bytes(bytes(peer_public)))
-    except ValueError as exc:
-        raise SecureAggregationError(f"key agreement with peer {peer_id} failed: {exc}") from None
-    pair = [(int(own_id), own_public), (int(peer_id), bytes(peer_public))]
-    if sender is None:
-        pair.sort(key=lambda p: p[0])
-    elif sender != own_id:
-        pair.reverse()
-    (a, pa), (b, pb) = pair
-    info = (
-        _INFO_PREFIX
-        + purpose.encode("utf-8")
-        + b"\0"
-        + struct.pack("<QIII", session, round, a, b)
-        + pa
-        + pb
+    shared = key_agreement(priv, peer_public, peer_id)
+    return derive_pairwise(
+        shared,
+        own_id,
+        own_public,
+        peer_id,
+        peer_public,
+        session=session,
+        round=round,
+        purpose=purpose,
+        sender=sender,
+        length=length,
     )
-    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(shared)

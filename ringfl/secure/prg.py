@@ -61,12 +61,34 @@ class MaskStreamer:
             )
         self.chunk_bytes = chunk_bytes
         self._buf = np.empty(0, dtype=np.uint8)  # grown on demand, up to chunk_bytes + 16
+        self._open: dict[tuple[bytes, int], tuple[object, int]] = {}  # (key, stream) → (enc, pos)
 
     def _scratch(self, nbytes: int) -> np.ndarray:
         need = min(nbytes, self.chunk_bytes) + BLOCK
         if self._buf.shape[0] < need:
             self._buf = np.empty(need, dtype=np.uint8)
         return self._buf
+
+    def _encryptor(self, key: bytes, byte0: int, stream: int):
+        """A CTR encryptor positioned at keystream byte `byte0` of (key, stream): the one
+        left at exactly that position by the previous call if any (consecutive segments
+        reuse it), else a new one."""
+        if byte0 < 0 or not 0 <= stream < 1 << 64:
+            raise ConfigError(f"mask start must be ≥ 0 and stream a u64 (byte {byte0})")
+        hit = self._open.pop((key, stream), None)
+        if hit is not None and hit[1] == byte0:
+            return hit[0]
+        block, skip = divmod(byte0, BLOCK)
+        nonce = stream.to_bytes(8, "big") + block.to_bytes(8, "big")
+        enc = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
+        if skip:
+            enc.update_into(_ZEROS[:skip], self._scratch(skip))
+        return enc
+
+    def _park(self, key: bytes, stream: int, enc, byte_end: int) -> None:
+        if len(self._open) >= 256:
+            self._open.clear()
+        self._open[(key, stream)] = (enc, byte_end)
 
     def _pieces(self, key: bytes, start: int, n: int, itemsize: int, stream: int):
         """Yield (offset in elements, keystream bytes as uint8 view) covering n elements
@@ -77,23 +99,17 @@ class MaskStreamer:
         if n == 0:
             return
         byte0 = start * itemsize
-        block, skip = divmod(byte0, BLOCK)
-        if not 0 <= stream < 1 << 64:
-            raise ConfigError(f"mask stream must be a u64, got {stream}")
-        nonce = stream.to_bytes(8, "big") + block.to_bytes(8, "big")
-        enc = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
+        enc = self._encryptor(key, byte0, stream)
         total = n * itemsize
-        zeros = _ZEROS
-        buf = self._scratch(n * itemsize)
-        if skip:
-            enc.update_into(zeros[:skip], buf)
+        buf = self._scratch(total)
         done = 0
         per = self.chunk_bytes
         while done < total:
             m = min(per, total - done)
-            enc.update_into(zeros[:m], buf)
+            enc.update_into(_ZEROS[:m], buf)
             yield done // itemsize, buf[:m]
             done += m
+        self._park(key, stream, enc, byte0 + total)
 
     def fill(self, key: bytes, out: np.ndarray, start: int, *, stream: int = 0) -> np.ndarray:
         """Write mask words for elements [start, start + len(out)) into `out`."""
@@ -103,21 +119,15 @@ class MaskStreamer:
         n = out.shape[0]
         if n == 0:
             return out
-        block, skip = divmod(start * dt.itemsize, BLOCK)
-        if start < 0 or not 0 <= stream < 1 << 64:
-            raise ConfigError(f"mask start must be ≥ 0 and stream a u64 (start={start})")
-        enc = Cipher(
-            algorithms.AES(key), modes.CTR(stream.to_bytes(8, "big") + block.to_bytes(8, "big"))
-        ).encryptor()
-        zeros = _ZEROS
-        if skip:
-            enc.update_into(zeros[:skip], self._scratch(skip))
+        byte0 = start * dt.itemsize
+        enc = self._encryptor(key, byte0, stream)
         dst = memoryview(out).cast("B")
         total, done, per = dst.nbytes, 0, self.chunk_bytes
         while done < total:  # straight into `out`: no copy
             m = min(per, total - done)
-            enc.update_into(zeros[:m], dst[done:])
+            enc.update_into(_ZEROS[:m], dst[done:])
             done += m
+        self._park(key, stream, enc, byte0 + total)
         return out
 
     def apply(
