@@ -91,7 +91,7 @@ def test_kill_9_mid_round_survivors_finish_with_the_exact_sum() -> None:
 
 STANDBY = """
 import os, sys, time
-import torch, torch._dynamo, ringfl.peer.node, ringfl.sim, sklearn.datasets
+import torch, ringfl.peer.node, ringfl.sim, sklearn.datasets
 go = sys.argv[1]
 end = time.monotonic() + 200
 while not os.path.exists(go) and time.monotonic() < end:

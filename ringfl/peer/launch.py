@@ -106,7 +106,6 @@ def launch(
     node), stream their output to stdout until all exit, and return the highest exit
     status."""
     import torch  # noqa: F401  (imported once, before forking)
-    import torch._dynamo  # noqa: F401  (what the first optimizer imports: seconds)
 
     import ringfl.sim  # noqa: F401
 

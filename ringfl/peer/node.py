@@ -297,6 +297,8 @@ class PeerNode:
             data.parts[self.peer],
             num_classes=data.num_classes,
             session=self.control_session,
+            keys=self.identity.mask if self.masking and self.identity else None,
+            public_keys=self.keys.mask if self.masking else None,
         )
         self.model_elements = get_flat(self.learner.model).shape[0]
 
