@@ -62,7 +62,8 @@ class _PeerAuthenticator(ThreadAuthenticator):
 class CurveSecurity:
     """CURVE on every socket of one peer. `curve_keys`: every peer's raw CURVE public key
     by peer id (the allowlist). Call `start()` before the first socket is made and
-    `stop()` after the last one is closed."""
+    `stop()` after the last one is closed. ZAP is per `zmq.Context`: one `CurveSecurity`
+    per context (a real peer has one process, one context)."""
 
     def __init__(
         self,
