@@ -39,7 +39,7 @@ def check_every_round_is_the_exact_sum(ring: Ring, alive: list[str]) -> tuple[di
     members, sizes = {}, {}
     rounds = sorted(saved[alive[0]])
     for r in rounds:
-        metas = {name: saved[name][r].meta for name in alive if r in saved[name]}
+        metas = {name: saved[name][r].meta for name in alive if "result" in saved[name][r].arrays}
         contributors = {tuple(m["members"]) for m in metas.values()}
         assert len(contributors) == 1, (r, contributors)
         who = list(contributors.pop())
@@ -173,5 +173,36 @@ def test_minority_left_after_failures_stops_with_a_clear_message() -> None:
             assert ring.summary(name)["status"] == "stopped"
             # it never trained on alone: its last completed round is the one before
             assert [r["round"] for r in ring.metrics(name)] == [0, 1]
+    finally:
+        ring.cleanup()
+
+
+def test_plain_ring_killed_late_hands_the_finished_sum_to_the_others() -> None:
+    """Without masking: peer 2 dies after it contributed but before everyone has the sum;
+    the peers that finished hand their sum (RESULT) to those still waiting."""
+    ring = Ring(5, rounds=5, steps=5, secure=False)
+    try:
+        proc = start(
+            "launch",
+            *ring.args("--out", str(ring.out), "--save-deltas", "--fault", "2:kill@2:15"),
+            log=ring.dir / "launch.log",
+        )
+        assert wait(proc, 200) == 137
+        alive = [n for n in ring.names if n != "2"]
+        assert len({ring.summary(n)["hash"] for n in alive}) == 1
+        adopted = [e for n in alive for e in ring.events(n) if e["event"] == "result_adopted"]
+        assert adopted and all(e["round"] == 2 for e in adopted)
+        saved = {n: saved_rounds(ring, n) for n in ring.names}
+        assert "result" not in saved["2"][2].arrays  # it died inside round 2's sum
+        for r in range(5):
+            who = {tuple(saved[n][r].meta["members"]) for n in alive}
+            assert len(who) == 1
+            members = list(who.pop())
+            assert members == ([0, 1, 2, 3, 4] if r <= 2 else [0, 1, 3, 4])
+            results = {saved[n][r].arrays["result"].tobytes() for n in alive}
+            assert len(results) == 1  # the same bits on every survivor
+            got = saved[alive[0]][r].arrays["result"]
+            want = np.sum([saved[ring.names[p]][r].arrays["payload"] for p in members], axis=0)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
     finally:
         ring.cleanup()

@@ -715,6 +715,10 @@ class PeerNode:
         if not finite:
             bad = int(np.size(delta) - np.count_nonzero(np.isfinite(delta)))
             self.log("nonfinite_delta", round=rnd, values=bad, action="weight 0 this round")
+        deltas = self.dir / "deltas" / f"round-{rnd:05d}.npz"
+        if self.opts.save_deltas:  # before the collective: a peer killed in it leaves it too
+            meta = {"round": rnd, "ring": list(self.members)}
+            checkpoint.save(deltas, {"payload": payload, "start": start}, meta)
         machine = self._machine(rnd, payload)
         if "kill" in self.faults and self.faults["kill"][0] == rnd:
             machine = _KillAfter(machine, self.faults["kill"][1])  # type: ignore[assignment]
@@ -729,7 +733,7 @@ class PeerNode:
             self.last_sum = (rnd, control.SumResult(contributors, np.array(result)))
         if self.opts.save_deltas:
             checkpoint.save(
-                self.dir / "deltas" / f"round-{rnd:05d}.npz",
+                deltas,
                 {"payload": payload, "result": np.asarray(result), "start": start},
                 {"round": rnd, "members": list(contributors), "ring": list(self.members)},
             )
