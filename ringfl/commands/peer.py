@@ -58,12 +58,30 @@ def _add_run_args(p: argparse.ArgumentParser, *, launch: bool) -> None:
         metavar="S",
         help="pace rounds to last at least S seconds (demos, tests)",
     )
-    p.add_argument("--startup-timeout", type=float, default=120.0, metavar="S")
-    p.add_argument("--deadline-min", type=float, default=1.0, metavar="S")
-    p.add_argument("--deadline-max", type=float, default=30.0, metavar="S")
-    p.add_argument("--deadline-initial", type=float, default=5.0, metavar="S")
-    p.add_argument("--deadline-k", type=float, default=3.0, metavar="K")
-    p.add_argument("--deadline-margin", type=float, default=0.5, metavar="S")
+    p.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="give up when some peer has not answered after S seconds (default 120)",
+    )
+    p.add_argument(
+        "--join-timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="a restarted peer gives up rejoining after S seconds (default 120)",
+    )
+    g = p.add_argument_group(
+        "deadlines", "deadline = clamp(K x EWMA(longest silence per round) + MARGIN, MIN, MAX)"
+    )
+    g.add_argument("--deadline-min", type=float, default=1.0, metavar="S", help="(1)")
+    g.add_argument("--deadline-max", type=float, default=30.0, metavar="S", help="(30)")
+    g.add_argument(
+        "--deadline-initial", type=float, default=5.0, metavar="S", help="before any round (5)"
+    )
+    g.add_argument("--deadline-k", type=float, default=3.0, metavar="K", help="(3)")
+    g.add_argument("--deadline-margin", type=float, default=0.5, metavar="S", help="(0.5)")
     p.add_argument(
         "--fault",
         action="append",
@@ -127,6 +145,7 @@ def _options(args: argparse.Namespace):
         bind=getattr(args, "bind", None),
         deadline=policy,
         startup_timeout_s=args.startup_timeout,
+        join_timeout_s=args.join_timeout,
         save_deltas=args.save_deltas,
         min_round_s=args.min_round_seconds,
         fresh=args.fresh,

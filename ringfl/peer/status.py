@@ -99,7 +99,7 @@ def format_status(s: dict[str, Any]) -> str:
     alive = s.get("alive", members)
     lines = [
         f"node {s['node']}: {s['state']}",
-        f"  round        {s['round']} ({s['rounds_done']} completed by this process log)",
+        f"  last round   {s['round']} ({s['rounds_done']} rounds in this log)",
         f"  peers alive  {len(alive)} of {len(members)} members: {', '.join(map(str, alive))}",
         f"  lost         {', '.join(map(str, s['lost'])) or '-'}",
         f"  accuracy     {acc}",
