@@ -19,6 +19,7 @@ import numpy as np
 
 from ringfl import checkpoint, topology
 from ringfl.peer.identity import generate_for_topology
+from ringfl.secure.fixedpoint import FixedPoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -218,3 +219,36 @@ def reference_ring_run(
         return model
     finally:
         torch.set_num_threads(threads)
+
+
+def saved_rounds(ring: Ring, name: str) -> dict[int, checkpoint.Checkpoint]:
+    folder = ring.peer_dir(name) / "deltas"
+    out = {}
+    for f in sorted(folder.glob("round-*.npz")):
+        ck = checkpoint.load(f)
+        out[int(ck.meta["round"])] = ck
+    return out
+
+
+def check_every_round_is_the_exact_sum(ring: Ring, alive: list[str]) -> tuple[dict, dict]:
+    """Each survivor's summed result of every round equals the fixed-point sum of the
+    saved payloads of that round's contributors; returns (members, ring sizes) by round."""
+    saved = {name: saved_rounds(ring, name) for name in ring.names}
+    members, sizes = {}, {}
+    rounds = sorted(saved[alive[0]])
+    for r in rounds:
+        metas = {name: saved[name][r].meta for name in alive if "result" in saved[name][r].arrays}
+        contributors = {tuple(m["members"]) for m in metas.values()}
+        assert len(contributors) == 1, (r, contributors)
+        who = list(contributors.pop())
+        ring_at_start = {len(m["ring"]) for m in metas.values()}
+        assert len(ring_at_start) == 1
+        codec = FixedPoint.for_peers(ring_at_start.pop())
+        total = np.zeros(saved[alive[0]][r].arrays["payload"].shape, codec.word_dtype)
+        for p in who:
+            np.add(total, codec.encode(saved[ring.names[p]][r].arrays["payload"])[0], out=total)
+        want = codec.decode(total, out=np.empty(total.shape, np.float32))
+        for name in metas:
+            assert np.array_equal(saved[name][r].arrays["result"], want), (r, name)
+        members[r], sizes[r] = who, len(metas[next(iter(metas))]["ring"])
+    return members, sizes

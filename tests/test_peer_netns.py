@@ -16,7 +16,15 @@ import sys
 import numpy as np
 import pytest
 
-from tests.peer_util import Ring, env, kill_group, reference_ring_run, wait
+from tests.peer_util import (
+    Ring,
+    check_every_round_is_the_exact_sum,
+    env,
+    kill_group,
+    reference_ring_run,
+    wait,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -77,7 +85,7 @@ def hosts():
         r = sh("ip", "netns", "exec", names[0], "ping", "-c", "1", "-W", "3", ips[-1])
         if r.returncode != 0 and shutil.which("ping"):
             pytest.skip(f"namespaces cannot reach each other: {r.stdout.strip()[-200:]}")
-        yield names, ips, all(netem)
+        yield names, ips, all(netem), [f"{tag}h{i}" for i in range(N)]
     finally:
         for ns in made_ns:
             sh("ip", "netns", "del", ns)
@@ -86,7 +94,7 @@ def hosts():
 
 
 def test_peers_in_separate_network_namespaces_train_to_completion(hosts) -> None:
-    names, ips, netem = hosts
+    names, ips, netem, _ = hosts
     print(f"links with netem delay and loss: {netem}")
     ring = Ring(N, rounds=4, steps=5, addresses=[f"tcp://{ip}:23456" for ip in ips])
     procs = []
@@ -110,6 +118,43 @@ def test_peers_in_separate_network_namespaces_train_to_completion(hosts) -> None
             start_ev = next(e for e in ring.events(n) if e["event"] == "start")
             assert start_ev["links"] == "CURVE" and start_ev["address"].startswith("tcp://10.213.")
         assert np.array_equal(ring.final_model("0"), reference_ring_run(ring))
+    finally:
+        for p, log in procs:
+            kill_group(p)
+            log.close()
+        ring.cleanup()
+
+
+def test_partition_minority_stops_and_majority_trains_on(hosts) -> None:
+    """Cut host 2's link in the middle of training: hosts 0 and 1 (2 of 3) declare it
+    gone and finish; host 2 (1 of 3) stops with the majority message."""
+    names, ips, _, links = hosts
+    ring = Ring(N, rounds=12, steps=5, addresses=[f"tcp://{ip}:23457" for ip in ips])
+    procs = []
+    try:
+        for i, ns in enumerate(names):
+            cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "ringfl", "peer",
+                   "--node", str(i), "--min-round-seconds", "0.3", "--save-deltas",
+                   *ring.args("--out", str(ring.out / str(i)))]  # fmt: skip
+            log = open(ring.dir / f"host{i}.log", "w")  # noqa: SIM115
+            procs.append((subprocess.Popen(cmd, env=env(), stdout=log, stderr=subprocess.STDOUT,
+                                           start_new_session=True), log))  # fmt: skip
+        started = lambda: any(  # noqa: E731
+            e["event"] == "round" and e["round"] >= 3 for e in ring.events("0")
+        )
+        assert wait_for(started, 180), (ring.dir / "host0.log").read_text()[-2000:]
+        subprocess.run(["ip", "link", "set", links[2], "down"], check=True, timeout=30)
+        codes = [wait(p, 200) for p, _ in procs]
+        text = [(ring.dir / f"host{i}.log").read_text() for i in range(N)]
+        assert codes[:2] == [0, 0], text[0][-2000:] + text[1][-2000:]
+        assert codes[2] == 3, text[2][-2000:]
+        stop = [e for e in ring.events("2") if e["event"] == "stopped"]
+        assert stop and "strict majority" in stop[0]["reason"]
+        assert "only 1 of 3 peers reachable" in stop[0]["reason"]
+        assert ring.summary("0")["hash"] == ring.summary("1")["hash"]
+        members, sizes = check_every_round_is_the_exact_sum(ring, ["0", "1"])
+        assert members[11] == [0, 1] and members[0] == [0, 1, 2]
+        assert np.array_equal(ring.final_model("0"), reference_ring_run(ring, members, sizes))
     finally:
         for p, log in procs:
             kill_group(p)
