@@ -331,6 +331,7 @@ class PeerNode:
             authenticate=authenticate,
             context=self.context,
             security=self.security,
+            max_elements=self._max_elements(),
         )
         link.set_endpoints(self.endpoints)
         link.control_session = self.control_session
@@ -339,6 +340,13 @@ class PeerNode:
         link.on_drop = self._on_drop
         link.on_stale = self._on_stale
         return link
+
+    def _max_elements(self) -> int:
+        """The largest frame a valid message of this run can have, in elements (uint8
+        blobs count bytes): a model transfer, a masking share blob, or a sum segment.
+        Larger frames are cut by ZeroMQ (MAXMSGSIZE) before they are even read."""
+        m, n = self.model_elements, self.n
+        return 4 * (m + 2 * n + 64) + 128 * n + 4096
 
     def _close(self) -> None:
         if self.link is not None:
