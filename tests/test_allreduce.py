@@ -58,9 +58,11 @@ def test_sum_equals_numpy(n: int, dtype: str) -> None:
     for m in sizes(n):
         xs = contributions(n, m, dtype, seed=n * 100 + m)
         ring = list(np.random.default_rng(n).permutation(n))
+        before = [x.copy() for x in xs]
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no overflow warnings, no upcasts
             res, _ = run_ring(xs, ring, segment_bytes=16)
+        assert all(np.array_equal(a, b) for a, b in zip(xs, before, strict=True))
         want = reference(xs, dtype, m)
         for p in range(n):
             got = res.results[p]
@@ -243,3 +245,50 @@ def test_256_peers_in_one_process() -> None:
     for p in (0, 17, 255):
         np.testing.assert_allclose(res.results[p], want, rtol=1e-4, atol=1e-3)
     assert res.results[0].tobytes() == res.results[200].tobytes()
+
+
+def test_in_place_and_preallocated_out() -> None:
+    n, m = 4, 1001
+    xs = contributions(n, m, "int64", seed=9)
+    want = np.sum(xs, axis=0)
+    bufs = [x.copy() for x in xs]
+    machines = {
+        p: RingAllReduce(p, range(n), bufs[p], out=bufs[p], segment_bytes=64) for p in range(n)
+    }
+    res = MemoryNetwork().run(machines)
+    for p in range(n):
+        assert res.results[p] is bufs[p]
+        np.testing.assert_array_equal(bufs[p], want)
+    outs = [np.empty(m, np.int64) for _ in range(n)]
+    machines = {p: RingAllReduce(p, range(n), xs[p], out=outs[p]) for p in range(n)}
+    MemoryNetwork().run(machines)
+    assert all(np.array_equal(o, want) for o in outs)
+    with pytest.raises(ConfigError, match="out must be"):
+        RingAllReduce(0, [0, 1], xs[0], out=np.empty(m, np.float64))
+
+
+def test_read_only_payloads_take_the_copying_path() -> None:
+    """Hand-deliver every message with a read-only payload (as from immutable bytes):
+    the result is the same as over the network, where payloads are writable."""
+    from collections import deque
+
+    n, m = 4, 999
+    xs = contributions(n, m, "int32", seed=4)
+    machines = {p: RingAllReduce(p, range(n), xs[p], segment_bytes=64) for p in range(n)}
+    queue = deque((p, a) for p in range(n) for a in machines[p].start())
+    results = {}
+    while queue:
+        _, act = queue.popleft()
+        if isinstance(act, Done):
+            continue
+        payload = act.message.payload.copy()
+        payload.flags.writeable = False
+        acts = machines[act.to].receive(Message(act.message.header, payload))
+        for a in acts:
+            if isinstance(a, Done):
+                results[act.to] = a.result
+            queue.append((act.to, a))
+    want, _ = run_ring(xs, list(range(n)), segment_bytes=64)
+    for p in range(n):
+        np.testing.assert_array_equal(results[p], want.results[p])
+        np.testing.assert_array_equal(results[p], reference(xs, "int32", m))

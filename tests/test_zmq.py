@@ -199,6 +199,8 @@ def test_bad_endpoints(ctx) -> None:
         ZmqPeer(3, {0: "tcp://127.0.0.1:0"}, context=ctx)
     with pytest.raises(ConfigError, match="cannot bind"):
         ZmqPeer(0, {0: "tcp://256.0.0.1:1"}, context=ctx)
+    with pytest.raises(ConfigError, match="use tcp:// or ipc://"):
+        ZmqPeer(0, {0: "inproc://x"}, context=ctx)
 
 
 @pytest.mark.parametrize("transport", ["tcp", "ipc"])

@@ -7,6 +7,10 @@ Chunk c spans elements [c·M//N, (c+1)·M//N). At step s the peer at ring positi
     reduce-scatter (s < N−1):     sends chunk (r−s) mod N,     receives chunk (r−s−1) mod N
     all-gather (s = N−1+t):       sends chunk (r+1−t) mod N,   receives chunk (r−t) mod N
 
+A received payload that is writable belongs to the machine (see `events.Message`): an
+intermediate partial sum is added into it and that buffer is forwarded, and all-gather
+segments are forwarded as received, so a ZeroMQ driver passes them on without a copy.
+
 Each chunk is cut into segments of at most `segment_bytes` (at least two when the chunk has
 two elements or more; an empty chunk is one empty segment), and every received segment is
 handled on its own: add own contribution (reduce-scatter) or store (all-gather), then
@@ -55,7 +59,10 @@ class RingAllReduce(MachineBase):
     the first chunk are sent as they are (zero-copy), so they must not be modified until
     the driver has finished the run.
 
-    All members must use the same length, dtype and `segment_bytes`. `bytes_sent` counts
+    `out` (optional) is where the result goes: a preallocated buffer to reuse across
+    rounds, or `data` itself for an in-place all-reduce (each element of `data` is read
+    before it is overwritten). All members must use the same length, dtype and
+    `segment_bytes`. `bytes_sent` counts
     payload bytes, ≈ 2(N−1)/N·M·itemsize.
     """
 
@@ -70,6 +77,7 @@ class RingAllReduce(MachineBase):
         length: int | None = None,
         dtype: Any = None,
         source: Source | None = None,
+        out: np.ndarray | None = None,
         session: int = 0,
         round: int = 0,
         segment_bytes: int = 1 << 20,
@@ -111,7 +119,20 @@ class RingAllReduce(MachineBase):
             bytearray(len(self.segments[self._recv_chunk(s)])) for s in range(self.steps)
         ]
         self._remaining = sum(len(r) for r in self._received)
-        self.out = np.empty(m, dtype=self.dtype)
+        if out is None:
+            out = np.empty(m, dtype=self.dtype)
+        elif (
+            not isinstance(out, np.ndarray)
+            or out.shape != (m,)
+            or out.dtype != self.dtype
+            or not out.flags.c_contiguous
+            or not out.flags.writeable
+        ):
+            raise ConfigError(
+                f"all-reduce of peer {peer}: out must be a writable contiguous "
+                f"{self.dtype.name} array of {m} elements"
+            )
+        self.out = out
 
     # -- ring arithmetic -------------------------------------------------------------
 
@@ -189,16 +210,24 @@ class RingAllReduce(MachineBase):
             raise WireError(
                 f"all-reduce of peer {self.peer}: duplicate step {step} segment {h.segment}"
             )
+        payload = message.payload
         dst = self.out[a:b]
-        if step < self.n - 1:
-            np.add(message.payload, self._own(a, b), out=dst)
+        if step < self.n - 2 and payload.flags.writeable:
+            # a partial sum that only travels on: add into the received buffer and
+            # forward that (a driver can pass it on without copying or tracking it)
+            np.add(payload, self._own(a, b), out=payload)
+            forward = payload
+        elif step < self.n - 1:
+            np.add(payload, self._own(a, b), out=dst)
+            forward = dst
         else:
-            np.copyto(dst, message.payload)
+            np.copyto(dst, payload)
+            forward = payload
         seen[h.segment] = 1
         self._remaining -= 1
         actions: list[Action] = []
         if step + 1 < self.steps:
-            actions.append(self._send(self.successor, step + 1, chunk, h.segment, dst))
+            actions.append(self._send(self.successor, step + 1, chunk, h.segment, forward))
         if self._remaining == 0:
             actions.append(self._finish(self.out))
         return actions

@@ -140,16 +140,15 @@ class RingBroadcast(MachineBase):
             self._set_total(total)
         self._seen[h.segment] = 1
         self._remaining -= 1
+        payload = message.payload
         if self.out is not None:
             start = h.segment * self.per
-            dst = self.out[start : start + h.length]
-            np.copyto(dst, message.payload)
+            np.copyto(self.out[start : start + h.length], payload)
         else:
-            dst = message.payload
-            self._parts[h.segment] = dst
+            self._parts[h.segment] = payload
         actions: list[Action] = []
-        if self.forwards:
-            actions.append(self._send(self.successor, 0, total, h.segment, dst))
+        if self.forwards:  # pass on the received buffer itself (no copy in a driver)
+            actions.append(self._send(self.successor, 0, total, h.segment, payload))
         if self._remaining == 0:
             if self.out is None:
                 self.out = np.concatenate([self._parts[k] for k in range(total)])

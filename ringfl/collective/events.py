@@ -52,6 +52,10 @@ class Header:
 
 @dataclass(frozen=True, slots=True)
 class Message:
+    """A header and its payload. A received payload that is writable belongs to the
+    receiving machine, which may modify it and send it on (drivers hand over buffers
+    nobody else uses); a read-only one must be copied before it is changed."""
+
     header: Header
     payload: np.ndarray  # 1-D, C-contiguous, dtype == header.dtype, len == header.length
 

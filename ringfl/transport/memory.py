@@ -3,7 +3,8 @@
 `MemoryNetwork.run` drives N protocol machines in one thread. Events are ordered by
 (virtual time, sequence number), so the same machines and faults give the same run, bit
 for bit. Every message goes through `wire.encode` → bytes → `wire.decode`, exactly as over
-ZeroMQ, so the wire format is exercised and captured frames are the real bytes.
+ZeroMQ, so the wire format is exercised and captured frames are the real bytes. Received
+payloads are private writable buffers, as over ZeroMQ, so machines may reuse them.
 
 Timing model: each peer has one outgoing link (its NIC) of `bandwidth_Bps`; messages leave
 it one after another (a message starts when the previous one from that peer has finished),
@@ -122,7 +123,7 @@ class _Run:
         else:
             self.capture = capture
         self.crash_after: dict[int, int] = {}
-        self.queue: list[tuple[float, int, int, int, list[bytes]]] = []
+        self.queue: list[tuple[float, int, int, int, list]] = []
         self.seq = 0
         self.now = 0.0
         for f in faults:
@@ -166,7 +167,8 @@ class _Run:
         if a.to not in self.machines:
             raise ConfigError(f"peer {peer} sends to {a.to}, which is not in the network")
         head, payload = wire.encode(a.message)
-        body = payload.tobytes()
+        # a private, writable copy: like a buffer a real transport hands over
+        body = bytearray(memoryview(payload).cast("B")) if payload.nbytes else bytearray()
         frames = [head, body]
         size = len(head) + len(body)
         self.sends[peer] += 1
@@ -176,7 +178,7 @@ class _Run:
         end = start + size / self.net.bandwidth_Bps
         self.nic_free[peer] = end
         if self.capture is not None:
-            self.capture(peer, a.to, frames)
+            self.capture(peer, a.to, [head, bytes(body)])
         self._push(end + self.net.latency_s, peer, a.to, frames)
         limit = self.crash_after.get(peer)
         if limit is not None and self.sends[peer] >= limit:

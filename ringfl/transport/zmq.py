@@ -12,8 +12,12 @@ Threads. A `ZmqPeer` and its sockets belong to the thread that calls `run`; seve
 in one process (tests, local experiments) each run in their own thread and may share one
 `zmq.Context` (see `run_threads`). One peer per process works the same way.
 
-Sends. Payloads of at least `zmq.COPY_THRESHOLD` (64 KiB) go out zero-copy and are
-tracked; smaller ones are copied by pyzmq (and their trackers would prove nothing). `run`
+Sends. A payload that is a whole received frame (a machine forwarding what it got, or a
+partial sum it added into it) is passed on by reference: ZeroMQ owns that memory, so there
+is no copy and nothing to track. Other payloads of at least `zmq.COPY_THRESHOLD` (64 KiB)
+go out zero-copy and are tracked; smaller ones are copied by pyzmq (and their trackers
+would prove nothing). Endpoints must be tcp:// or ipc:// (inproc would share the sender's
+buffers with a receiver that may write into received payloads). `run`
 returns only after the trackers of all zero-copy sends have finished, so the caller may
 then modify its buffers and the result. Sends never block: a full queue keeps the message
 in a per-destination outbox that the poll loop flushes while it keeps receiving.
@@ -50,6 +54,11 @@ from ringfl.errors import ConfigError, PeerTimeout, RingflError, WireError
 log = logging.getLogger(__name__)
 
 _BIG = zmq.COPY_THRESHOLD
+# plain ints: pyzmq's flag enums cost a Python call per `|`
+_NOBLOCK = int(zmq.NOBLOCK)
+_POLLIN = int(zmq.POLLIN)
+_EVENTS = int(zmq.EVENTS)
+_SEND_BIG_HEAD = int(zmq.SNDMORE) | _NOBLOCK
 
 
 class SocketSecurity(Protocol):
@@ -77,11 +86,18 @@ class ZmqPeer:
         max_held: int = 100_000,
         max_held_bytes: int = 1 << 31,
         security: SocketSecurity | None = None,
+        zero_copy_min_bytes: int = _BIG,
     ) -> None:
         self.peer = int(peer)
+        self.zero_copy_min_bytes = max(int(zero_copy_min_bytes), _BIG)
         if self.peer not in endpoints:
             raise ConfigError(f"no endpoint for peer {self.peer} (it must bind somewhere)")
         self.endpoints = {int(k): str(v) for k, v in endpoints.items()}
+        for k, v in self.endpoints.items():
+            if not v.startswith(("tcp://", "ipc://")):
+                # inproc would hand the sender's own buffers to the receiver, which may
+                # modify received payloads in place
+                raise ConfigError(f"endpoint of peer {k} is {v!r}: use tcp:// or ipc://")
         self._own_context = context is None
         self.context = zmq.Context() if context is None else context
         self.session = session
@@ -123,6 +139,8 @@ class ZmqPeer:
     def set_endpoints(self, endpoints: Mapping[int, str]) -> None:
         """Add or change where other peers are reached (before sending to them)."""
         for k, v in endpoints.items():
+            if not str(v).startswith(("tcp://", "ipc://")):
+                raise ConfigError(f"endpoint of peer {k} is {v!r}: use tcp:// or ipc://")
             if int(k) != self.peer:
                 self.endpoints[int(k)] = str(v)
 
@@ -207,6 +225,17 @@ class ZmqPeer:
         return mine
 
 
+def _received_frame(payload: Any) -> zmq.Frame | None:
+    """The received `zmq.Frame` whose whole buffer `payload` is, if it is one."""
+    base = payload.base
+    if type(base) is memoryview:
+        frame = base.obj
+        # payload is contiguous (wire.encode checks), so equal sizes mean the whole frame
+        if type(frame) is zmq.Frame and base.nbytes == payload.nbytes:
+            return frame
+    return None
+
+
 class _Run:
     """One `ZmqPeer.run`: the poll loop."""
 
@@ -225,6 +254,7 @@ class _Run:
         self.reported: set[int] = set()
         self.poller = zmq.Poller()
         self.poller.register(zp.pull, zmq.POLLIN)
+        self.pollin = [(zp.pull, _POLLIN)]
         self.polled_out: set[int] = set()
 
     # actions --------------------------------------------------------------------------
@@ -253,16 +283,25 @@ class _Run:
             self._watch(a.to, True)
 
     def _try_send(self, to: int, frames: list[Any]) -> bool:
-        sock = self.zp._socket_to(to)
-        big = frames[1].nbytes >= _BIG
+        sock = self.zp._push.get(to) or self.zp._socket_to(to)
+        head, payload = frames
+        frame = _received_frame(payload)
         try:
-            tracker = sock.send_multipart(frames, zmq.NOBLOCK, copy=not big, track=big)
+            if frame is None and payload.nbytes < self.zp.zero_copy_min_bytes:
+                sock.send_multipart(frames, _NOBLOCK)
+                return True
+            # once the first part is queued, ZeroMQ takes the rest of the message
+            sock.send(head, _SEND_BIG_HEAD)
         except zmq.Again:
             return False
-        if big:
-            self.trackers.append((to, tracker))
-            if len(self.trackers) > 256:
-                self.trackers = [(p, t) for p, t in self.trackers if not t.done]
+        if frame is not None:
+            # ZeroMQ's own memory: shared by reference count, nothing to track
+            sock.send(frame, _NOBLOCK, copy=False)
+            return True
+        tracker = sock.send(payload, _NOBLOCK, copy=False, track=True)
+        self.trackers.append((to, tracker))
+        if len(self.trackers) > 256:
+            self.trackers = [(p, t) for p, t in self.trackers if not t.done]
         return True
 
     def _watch(self, to: int, on: bool) -> None:
@@ -297,11 +336,8 @@ class _Run:
         zp = self.zp
         pull = zp.pull
         decode = wire.decode
-        while True:
-            try:
-                frames = pull.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
+        while pull.getsockopt(_EVENTS) & _POLLIN:
+            frames = pull.recv_multipart(_NOBLOCK, copy=False)
             try:
                 msg = decode(frames, max_elements=zp.max_elements, session=zp.session)
             except WireError as exc:
@@ -334,8 +370,11 @@ class _Run:
                 deadline = self._expired(now)
                 continue
             wait_ms = max(1, int((deadline - now) * 1000) + 1)
-            events = self.poller.poll(wait_ms)
-            for sock, _ in events:
+            if not self.polled_out:  # the common case: only receiving to wait for
+                if zmq.zmq_poll(self.pollin, wait_ms):
+                    self.drain()
+                continue
+            for sock, _ in self.poller.poll(wait_ms):
                 if sock is zp.pull:
                     self.drain()
             for to in list(self.polled_out):
@@ -383,6 +422,25 @@ class _Run:
                     f"within {self.timeout_s:g} s",
                     (to,),
                 ) from None
+
+
+def tune_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20) -> bool:
+    """Let glibc keep freed memory for reuse instead of mapping fresh pages for every
+    ZeroMQ message (each received segment is a new allocation; fresh pages cost a page
+    fault per 4 KiB). Process-wide, hence opt-in: peer entry points and benchmarks call it.
+    Returns False where mallopt is unavailable (not glibc)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, mmap_threshold)) and bool(
+        mallopt(m_trim_threshold, trim_threshold)
+    )
 
 
 def run_threads(
@@ -453,4 +511,4 @@ def local_peers(
     return peers
 
 
-__all__ = ["SocketSecurity", "ZmqPeer", "local_peers", "run_threads"]
+__all__ = ["SocketSecurity", "ZmqPeer", "local_peers", "run_threads", "tune_malloc"]
