@@ -14,7 +14,7 @@ knowledge of the transport. The simulator and a real ZeroMQ peer drive it the sa
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -107,11 +107,13 @@ def make_learner(
     session: int | None = None,
     keys: Any = None,
     public_keys: Mapping[int, bytes | str] | None = None,
+    ring: Sequence[int] | None = None,
+    mixing_row: Mapping[int, float] | None = None,
 ) -> Learner:
     """A `Learner` for `peer` of `graph` with its own `data`, as `config` says. Every peer
     builds its model from `config.seed`, so all start identical. `model` overrides
-    `config.model` (e.g. a factory from Python). `keys`/`public_keys`: for secure sums
-    (see `ringfl.algorithms.make_algorithm`)."""
+    `config.model` (e.g. a factory from Python). `keys`/`public_keys` (secure sums),
+    `ring`/`mixing_row` (precomputed topology facts): see `ringfl.algorithms.make_algorithm`."""
     spec: ModelSpec = (
         model
         if model is not None
@@ -134,7 +136,15 @@ def make_learner(
         peer,
         net,
         trainer,
-        make_algorithm(config.algorithm, peer, graph, keys=keys, public_keys=public_keys),
+        make_algorithm(
+            config.algorithm,
+            peer,
+            graph,
+            keys=keys,
+            public_keys=public_keys,
+            ring=ring,
+            mixing_row=mixing_row,
+        ),
         train=t,
         session=session_id(config.seed) if session is None else session,
     )

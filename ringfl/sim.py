@@ -31,7 +31,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from ringfl.algorithms import secure_available, set_flat
+from ringfl.algorithms import ring_of, secure_available, set_flat
 from ringfl.baselines import BaselineResult, centralized, sample_budget
 from ringfl.config import Config
 from ringfl.data import Dataset, load_data_file, load_digits, load_mnist
@@ -212,7 +212,7 @@ def simulate(
     `data`: pre-loaded `PeerData` (default: `prepare_data(config, N)`)."""
     from tqdm.auto import tqdm
 
-    from ringfl.topology import peers
+    from ringfl.topology import mixing_rows, peers
 
     t_start = time.perf_counter()
     n = len(peers(graph))
@@ -232,6 +232,9 @@ def simulate(
     session = session_id(config.seed)
     keys = simulation_keys(config.seed, n) if secure else [None] * n
     public = {p: k.public_bytes for p, k in enumerate(keys)} if secure else None
+    name = algo_cfg.name
+    ring = ring_of(graph) if name in ("ring", "selective") else None
+    rows = mixing_rows(graph) if name == "gossip" else None
     learners = [
         make_learner(
             p,
@@ -243,6 +246,8 @@ def simulate(
             session=session,
             keys=keys[p],
             public_keys=public,
+            ring=ring,
+            mixing_row=None if rows is None else rows[p],
         )
         for p in range(n)
     ]

@@ -132,3 +132,15 @@ def test_replace_revalidates():
     assert cfg.replace(seed=3).seed == 3
     with pytest.raises(ConfigError, match="seed"):
         cfg.replace(seed=-2)
+
+
+def test_example_config_builds_its_model():
+    from pathlib import Path
+
+    from ringfl.models import build_model, count_parameters
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "mnist_ring.toml"
+    cfg = load_config(path)
+    assert cfg.model.name is None and cfg.algorithm.secure
+    model = build_model(list(cfg.model.layers), (1, 28, 28), 10, cfg.seed)
+    assert count_parameters(model) == count_parameters(build_model("mlp", (1, 28, 28), 10, 0))

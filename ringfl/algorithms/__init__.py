@@ -5,7 +5,7 @@ apply its result (see `base`). `ring`: server-free FedAvg by (secure) ring all-r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import networkx as nx
@@ -42,14 +42,17 @@ def make_algorithm(
     *,
     keys: Any = None,
     public_keys: Mapping[int, bytes | str] | None = None,
+    ring: Sequence[int] | None = None,
+    mixing_row: Mapping[int, float] | None = None,
 ) -> Algorithm:
     """The algorithm object for `peer` in `graph` as configured. `server` uses a hub with
     id N (one past the last peer) and ignores the graph's edges.
 
     Secure ring/selective (`cfg.secure`): `keys` is this peer's `PeerKeys`;
     `public_keys` maps peer ids to public keys (default: the nodes' `public_key`
-    attributes in the topology file)."""
-    from ringfl.topology import PUBLIC_KEY, mixing_matrix, peers
+    attributes in the topology file). `ring` (peer ids in ring order) and `mixing_row`
+    ({j: W_ij}) may be passed precomputed, e.g. once for all simulated peers."""
+    from ringfl.topology import PUBLIC_KEY, mixing_rows, peers
 
     secure = None
     if cfg.secure and cfg.name in ("ring", "selective"):
@@ -64,13 +67,14 @@ def make_algorithm(
                 )
             public_keys = {i: graph.nodes[v][PUBLIC_KEY] for i, v in enumerate(nodes)}
         secure = SecureSettings(keys, dict(public_keys), clip=cfg.clip)
+    if cfg.name in ("ring", "selective") and ring is None:
+        ring = ring_of(graph)
     if cfg.name == "ring":
-        return RingAverage(ring_of(graph), secure=secure)
+        return RingAverage(ring, secure=secure)
     if cfg.name == "selective":
-        return SelectiveAverage(ring_of(graph), cfg.share_fraction, secure=secure)
+        return SelectiveAverage(ring, cfg.share_fraction, secure=secure)
     if cfg.name == "gossip":
-        w = mixing_matrix(graph)
-        return GossipAverage({j: float(w[peer, j]) for j in range(w.shape[0]) if w[peer, j] > 0})
+        return GossipAverage(mixing_rows(graph)[peer] if mixing_row is None else mixing_row)
     if cfg.name == "server":
         n = len(peers(graph))
         return ServerAverage(hub=n, clients=range(n))
