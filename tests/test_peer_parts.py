@@ -230,29 +230,46 @@ def test_topology_keys(tmp_path) -> None:
     assert topology_keys(fresh) == keys
 
 
-def test_keys_cli(tmp_path) -> None:
+def test_keys_cli(tmp_path, capsys) -> None:
+    from ringfl.cli import main
+
+    def run(*a: str) -> tuple[int, str, str]:
+        code = main(list(a))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
     topo = tmp_path / "t.json"
-    run = lambda *a: subprocess.run(  # noqa: E731
-        cli(*a), env=env(), capture_output=True, text=True, timeout=120
-    )
-    assert run("topology", "make", "ring", "-n", "3", "-o", str(topo)).returncode == 0
-    r = run("keys", "generate", "--topology", str(topo), "--out", str(tmp_path / "k"))
+    assert run("topology", "make", "ring", "-n", "3", "-o", str(topo))[0] == 0
+    # the installed entry point, once, as a user runs it
+    r = subprocess.run(
+        cli("keys", "generate", "--topology", str(topo), "--out", str(tmp_path / "k")),
+        env=env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
     g = topology.load(topo)
     assert all("public_key" in g.nodes[n] and MASK_KEY in g.nodes[n] for n in g)
     secrets = [(tmp_path / "k" / str(n) / "curve.key").read_text().strip() for n in g]
     assert not any(s in r.stdout + r.stderr for s in secrets)
-    r = run("keys", "generate", "--topology", str(topo), "--out", str(tmp_path / "k"))
-    assert r.returncode == 1 and "refusing to overwrite" in r.stderr
-    one = run("keys", "generate", "--out", str(tmp_path / "solo"))
-    assert one.returncode == 0 and "public_key (CURVE)" in one.stdout
+    code, _, err = run("keys", "generate", "--topology", str(topo), "--out", str(tmp_path / "k"))
+    assert code == 1 and "refusing to overwrite" in err
+    code, out, _ = run("keys", "generate", "--out", str(tmp_path / "solo"))
+    assert code == 0 and "public_key (CURVE)" in out
     other = tmp_path / "u.json"
-    assert run("topology", "make", "ring", "-n", "3", "-o", str(other)).returncode == 0
-    r = run("topology", "keys", str(other), "--keys-dir", str(tmp_path / "k"))
-    assert r.returncode == 0, r.stderr
+    assert run("topology", "make", "ring", "-n", "3", "-o", str(other))[0] == 0
+    code, _, err = run("topology", "keys", str(other), "--keys-dir", str(tmp_path / "k"))
+    assert code == 0, err
     assert topology_keys(topology.load(other)) == topology_keys(g)
-    bad = run("peer", "--topology", str(other), "--config", str(tmp_path / "none.toml"))
-    assert bad.returncode == 1 and "config file not found" in bad.stderr
+    code, _, err = run("peer", "--topology", str(other), "--config", str(tmp_path / "no.toml"))
+    assert code == 1 and "config file not found" in err
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[data]\ndataset = "digits"\n')
+    bare = tmp_path / "bare.json"
+    assert (
+        run("topology", "make", "ring", "-n", "3", "--local-ports", "23900", "-o", str(bare))[0]
+        == 0
+    )
+    code, _, err = run("peer", "--topology", str(bare), "--config", str(cfg), "--node", "0")
+    assert code == 1 and "no public keys" in err and "--insecure" in err
 
 
 # -- node selection ------------------------------------------------------------------

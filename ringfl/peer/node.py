@@ -284,8 +284,10 @@ class PeerNode:
 
         from ringfl.learner import make_learner
         from ringfl.sim import prepare_data
+        from ringfl.transport.zmq import tune_malloc
 
         torch.set_num_threads(1)
+        tune_malloc()  # this process is one peer: let glibc reuse message buffers
         data = prepare_data(self.config, self.n)
         self.test = data.test
         sizes = [len(p) for p in data.parts]
