@@ -171,7 +171,9 @@ def test_adaptive_deadline() -> None:
     assert d.seconds() == pytest.approx(6.5, rel=1e-3)
     d.observe(100.0)
     assert d.seconds() == 10  # clamped down to max
-    assert d.probe_s() == 2.0
+    assert d.probe_s() == 5.0  # half the deadline
+    d2 = AdaptiveDeadline(DeadlinePolicy(min_s=0.3, initial_s=0.3, probe_min_s=0.5))
+    assert d2.probe_s() == 0.3  # never longer than the deadline itself
     d.observe(float("nan"))  # ignored
     assert d.seconds() == 10
     for bad in (dict(k=0), dict(min_s=5, max_s=1), dict(alpha=0), dict(margin_s=-1)):

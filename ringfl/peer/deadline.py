@@ -7,8 +7,10 @@ the other peers' local training, so slow trainers raise it). The deadline is
     deadline = clamp(k × EWMA(longest silence per round) + margin, min_s, max_s)
 
 with EWMA weight `alpha` for the newest observation; before the first observation it is
-`initial_s`. When a peer stays silent past the deadline, the driver probes it (PING) and
-waits `probe_s()` for the answer before declaring it gone.
+`initial_s`. The driver probes a silent peer (PING) `probe_s()` before the deadline (half
+the deadline, bounded) and declares it gone if no answer has come when the deadline is
+reached: an alive peer whose loop is slow to run (a loaded machine) has half the deadline
+to answer.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ class DeadlinePolicy:
     max_s: float = 30.0
     initial_s: float = 5.0
     alpha: float = 0.3
-    probe_min_s: float = 0.25
-    probe_max_s: float = 2.0
+    probe_min_s: float = 0.5
+    probe_max_s: float = 5.0
 
     def __post_init__(self) -> None:
         for name in ("k", "min_s", "max_s", "initial_s", "probe_min_s", "probe_max_s"):
@@ -70,9 +72,11 @@ class AdaptiveDeadline:
         return min(max(p.k * self.ewma + p.margin_s, p.min_s), p.max_s)
 
     def probe_s(self) -> float:
-        """How long to wait for the answer to a probe (a quarter of the deadline, bounded)."""
+        """How long before the deadline a silent peer is probed: half the deadline, within
+        [probe_min_s, probe_max_s] and never more than the deadline."""
         p = self.policy
-        return min(max(self.seconds() / 4, p.probe_min_s), p.probe_max_s)
+        d = self.seconds()
+        return min(max(d / 2, p.probe_min_s), p.probe_max_s, d)
 
 
 __all__ = ["AdaptiveDeadline", "DeadlinePolicy"]

@@ -112,6 +112,13 @@ def launch(
     with contextlib.suppress(ImportError):
         import sklearn.datasets  # noqa: F401
 
+    if base.data is None:  # load and partition the data once; children share it
+        from ringfl import topology
+        from ringfl.config import load_config
+        from ringfl.sim import prepare_data
+
+        n = len(topology.peers(topology.load(base.topology)))
+        base = dataclasses.replace(base, data=prepare_data(load_config(base.config), n))
     children: dict[int, tuple[str, int]] = {}
     sel = selectors.DefaultSelector()
     t0 = time.time()

@@ -11,10 +11,11 @@ they are for a round inside `round_window`, and are dropped otherwise (past roun
 rounds too far ahead: a logged reason each).
 
 Waiting (`run_machine`). The silence is the time since the machine last accepted a
-message. When it exceeds the deadline (`AdaptiveDeadline`), each peer the machine still
-waits for (`expecting()`) is sent a PING; a peer that answers (any message counts) is
-alive — it is itself waiting upstream — and is left alone for another deadline; a peer
-that does not answer within the probe window is declared gone: the machine gets
+message. When it reaches the deadline (`AdaptiveDeadline`) minus the probe window (half
+the deadline), each peer the machine still waits for (`expecting()`) is sent a PING; a
+peer that answers (any message counts) is alive — it is itself waiting upstream — and is
+left alone for a while; a peer that has not answered when the window closes, i.e. when
+the silence reaches the deadline, is declared gone: the machine gets
 `peers_lost`, and the node's `on_lost(peers, round)` broadcasts the news. In a ring only
 the dead peer's successor waits on it directly, so only it declares; the others learn
 from its notice (`lose()`), or from the collective's own recovery messages. A run whose
@@ -368,7 +369,8 @@ class NodeRun(_Run):
         super()._release(deadline)
 
     def _wait_ms(self, now: float) -> int:
-        times = [self.progress + self.link.deadline.seconds()]
+        d = self.link.deadline
+        times = [self.progress + d.seconds() - d.probe_s()]
         times += [by for _, by in self.probes.values()]
         nxt = min(times)
         return max(1, min(int((nxt - now) * 1000) + 1, 100))
@@ -398,14 +400,16 @@ class NodeRun(_Run):
             self.lose(waiting, declared=True)
             self.progress = now
             return
-        deadline = link.deadline.seconds()
-        if silence <= deadline:
+        # probe so that an unanswered probe expires when the silence reaches the deadline
+        window = link.deadline.probe_s()
+        ask_at = link.deadline.seconds() - window
+        if silence <= ask_at:
             return
         for p in sorted(set(self.machine.expecting()) - self.lost):
-            if p in self.probes or now - self.cleared.get(p, -1e9) < deadline:
+            if p in self.probes or now - self.cleared.get(p, -1e9) < ask_at:
                 continue
             link.ping(p, self.round)
-            self.probes[p] = (now, now + link.deadline.probe_s())
+            self.probes[p] = (now, now + window)
 
 
 __all__ = ["NodeRun", "PeerLink"]

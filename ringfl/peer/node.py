@@ -103,6 +103,7 @@ class PeerOptions:
     faults: tuple[str, ...] = ()
     verbose: bool = False
     console: TextIO | None = sys.stderr
+    data: Any = None  # a `ringfl.sim.PeerData` loaded before forking (`ringfl launch`)
 
 
 def resolve_node(graph: Any, node: str | None, env: dict[str, str] | None = None) -> Hashable:
@@ -288,7 +289,7 @@ class PeerNode:
 
         torch.set_num_threads(1)
         tune_malloc()  # this process is one peer: let glibc reuse message buffers
-        data = prepare_data(self.config, self.n)
+        data = self.opts.data if self.opts.data is not None else prepare_data(self.config, self.n)
         self.test = data.test
         sizes = [len(p) for p in data.parts]
         self.weight = sizes[self.peer] / max(sum(sizes), 1)
