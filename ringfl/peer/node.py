@@ -268,6 +268,7 @@ class PeerNode:
         self.admitted_round: dict[int, int] = {}
         self.done_peers: set[int] = set()
         self._told: dict[int, int] = {}
+        self._refusals: dict[str, tuple[float, int]] = {}
         self.snapshot: tuple[int, tuple[int, ...], np.ndarray] | None = None
         self.last_sum: tuple[int, control.SumResult] | None = None
         self.pending_state: control.StateTransfer | None = None
@@ -319,7 +320,7 @@ class PeerNode:
                 self.peer,
                 self.keys.curve,
                 self.context,
-                on_refused=lambda fp: self.log("refused", key=fp, why="key not in the topology"),
+                on_refused=self._on_refused,
             )
             self.security.start()
             authenticate = self.security.authenticated_peer
@@ -393,6 +394,17 @@ class PeerNode:
         )
 
     # -- control messages -----------------------------------------------------------------
+
+    def _on_refused(self, fp: str) -> None:
+        """A CURVE client with key fingerprint `fp` (not in the topology) was refused.
+        Logged at most once a second per key, with the count (clients retry quickly)."""
+        now = time.monotonic()
+        last, count = self._refusals.get(fp, (-1e9, 0))
+        if now - last >= 1.0:
+            self.log("refused", key=fp, why="key not in the topology", attempts=count + 1)
+            self._refusals[fp] = (now, 0)
+        else:
+            self._refusals[fp] = (last, count + 1)
 
     def _on_drop(self, reason: str, sender: int | None) -> None:
         self.log("dropped", reason=reason, sender=sender)
