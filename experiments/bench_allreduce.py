@@ -248,7 +248,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ns", default="2,4,8", help="peer counts, comma-separated")
     ap.add_argument("--sizes", default="1e5,1e6,1e7", help="float32 elements, comma-separated")
     ap.add_argument("--reps", type=int, default=7, help="timed repetitions per cell")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed repetitions per cell")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed repetitions per cell")
     ap.add_argument(
         "--backends",
         default=",".join(BACKENDS),

@@ -90,6 +90,8 @@ class SimResult:
     wall_s: float
     learners: list[Learner]
     data: PeerData
+    setup_s: float = 0.0  # the one-off setup collective (ring: sum of sample counts)
+    setup_bytes_per_peer: float = 0.0
     baseline: BaselineResult | None = None
     out_dir: Path | None = None
     files: list[Path] = field(default_factory=list)
@@ -107,6 +109,8 @@ class SimResult:
             "bytes_per_peer": self.bytes_per_peer,
             "compute_s": self.compute_s,
             "comm_s": self.comm_s,
+            "setup_s": self.setup_s,
+            "setup_bytes_per_peer": self.setup_bytes_per_peer,
             "wall_s": self.wall_s,
             "baseline": None
             if b is None
@@ -252,11 +256,15 @@ def simulate(
         for p in range(n)
     ]
     net = network or MemoryNetwork()
+    t_setup = time.perf_counter()
     setup = {lr.peer: lr.setup_machine() for lr in learners}
+    setup_bytes = 0.0
     if any(m is not None for m in setup.values()):
         run = net.run({p: m for p, m in setup.items() if m is not None})
+        setup_bytes = float(np.mean([run.bytes_sent.get(p, 0) for p in range(n)]))
         for lr in learners:
             lr.finish_setup(run.results[lr.peer])
+    setup_s = time.perf_counter() - t_setup
     rounds = config.train.rounds
     metrics: list[dict[str, Any]] = []
     cum_bytes = 0.0
@@ -340,6 +348,8 @@ def simulate(
         wall_s=time.perf_counter() - t_start,
         learners=learners,
         data=data,
+        setup_s=setup_s,
+        setup_bytes_per_peer=setup_bytes,
         baseline=base,
     )
     if out is not None:
