@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "ringfl.commands.demo",
     "ringfl.commands.topology",
     "ringfl.commands.simulate",
+    "ringfl.commands.peer",
 )
 
 

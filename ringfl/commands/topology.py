@@ -3,6 +3,7 @@
     ringfl topology make KIND -n N [--seed S] [-k K] [--p P] [--rows R] [--local-ports BASE] -o FILE
     ringfl topology check FILE [FILE ...] [--json | --table]
     ringfl topology draw FILE -o OUT.png [--layout L]
+    ringfl topology keys FILE --keys-dir DIR [-o OUT]
 
 Exit status: 0 fine, 1 invalid input (one line on stderr), 2 usage error.
 """
@@ -77,6 +78,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     d.add_argument("--seed", type=int, default=0, help="layout seed (spring)")
     d.set_defaults(handler=_draw)
+
+    k = actions.add_parser(
+        "keys",
+        help="write the public keys of DIR/<node>/ into a topology file",
+        description="Set each node's public_key (CURVE) and mask_key (masking) from the key "
+        "directories DIR/<node>/ made by `ringfl keys generate`.",
+    )
+    k.add_argument("file", metavar="FILE")
+    k.add_argument("--keys-dir", required=True, metavar="DIR")
+    k.add_argument("-o", "--output", metavar="OUT", help="write here (default: FILE)")
+    k.set_defaults(handler=_keys)
 
 
 def _make(args: argparse.Namespace) -> int:
@@ -172,4 +184,16 @@ def _draw(args: argparse.Namespace) -> int:
     info = draw(g, args.output, source=args.file, layout=args.layout, seed=args.seed)
     ring = "ring highlighted" if info["ring"] is not None else "no ring"
     print(f"wrote {args.output}: {info['nodes']} nodes, {info['edges']} edges, {ring}")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from ringfl import topology
+    from ringfl.peer.identity import keys_from_directory
+
+    g = topology.load(args.file)
+    n = keys_from_directory(g, args.keys_dir)
+    target = args.output or args.file
+    topology.save(g, target)
+    print(f"wrote {target}: public keys of {n} nodes from {args.keys_dir}")
     return 0

@@ -1,0 +1,254 @@
+"""Helpers for the real-peer tests: topologies with keys, configs, launching peers as real
+processes, reading their outputs, and a reference computation of a ring run."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ringfl import checkpoint, topology
+from ringfl.peer.identity import generate_for_topology
+from ringfl.secure.fixedpoint import FixedPoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CONFIG = """
+seed = {seed}
+eval_every = 1
+[data]
+dataset = "digits"
+[partition]
+name = "iid"
+[model]
+name = "logreg"
+[train]
+rounds = {rounds}
+local_steps = {steps}
+batch_size = 32
+lr = 0.1
+momentum = 0.0
+[algorithm]
+name = "{algorithm}"
+secure = {secure}
+"""
+
+
+def short_dir() -> Path:
+    """A short temporary directory (ipc socket paths must stay under 107 bytes)."""
+    return Path(tempfile.mkdtemp(prefix="rfl", dir="/tmp"))
+
+
+class Ring:
+    """A topology file (ipc or tcp addresses, optional keys), a config and output dirs."""
+
+    def __init__(
+        self,
+        n: int,
+        *,
+        kind: str = "ring",
+        rounds: int = 4,
+        steps: int = 5,
+        seed: int = 3,
+        secure: bool = True,
+        keys: bool = True,
+        algorithm: str = "ring",
+        addresses: list[str] | None = None,
+    ) -> None:
+        self.dir = short_dir()
+        self.n = n
+        g = topology.make(kind, n)
+        for i, node in enumerate(topology.peers(g)):
+            g.nodes[node]["address"] = addresses[i] if addresses else f"ipc://{self.dir}/p{i}.sock"
+        self.keys = self.dir / "keys"
+        if keys:
+            generate_for_topology(g, self.keys)
+        self.graph = g
+        self.topology = self.dir / "topo.json"
+        topology.save(g, self.topology)
+        self.config = self.dir / "run.toml"
+        self.config.write_text(
+            CONFIG.format(
+                seed=seed,
+                rounds=rounds,
+                steps=steps,
+                algorithm=algorithm,
+                secure="true" if secure else "false",
+            )
+        )
+        self.out = self.dir / "out"
+        self.names = [str(x) for x in topology.peers(g)]
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def args(self, *extra: str, insecure: bool = False) -> list[str]:
+        a = ["--topology", str(self.topology), "--config", str(self.config)]
+        if (self.keys).exists():
+            a += ["--keys", str(self.keys)]
+        if insecure:
+            a.append("--insecure")
+        return a + list(extra)
+
+    def peer_dir(self, name: str) -> Path:
+        return self.out / name
+
+    def summary(self, name: str) -> dict:
+        return json.loads((self.peer_dir(name) / "summary.json").read_text())
+
+    def events(self, name: str) -> list[dict]:
+        from ringfl.peer.eventlog import read_events
+
+        path = self.peer_dir(name) / "events.jsonl"
+        return read_events(path) if path.exists() else []
+
+    def metrics(self, name: str) -> list[dict]:
+        path = self.peer_dir(name) / "metrics.jsonl"
+        return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+    def final_model(self, name: str) -> np.ndarray:
+        return checkpoint.load(self.peer_dir(name) / "model.npz").arrays["model"]
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(ROOT)
+    e["OMP_NUM_THREADS"] = "1"
+    return e
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ringfl", *args]
+
+
+def start(*args: str, log: Path | None = None) -> subprocess.Popen:
+    out = open(log, "w") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen(
+        cli(*args), env=env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def wait(proc: subprocess.Popen, timeout: float) -> int:
+    """Wait for a process (bounded); kill its whole group if it runs over."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        raise
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+def wait_for(pred, timeout: float, step: float = 0.05) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+def reference_ring_run(
+    ring: Ring,
+    members_by_round: dict[int, list[int]] | None = None,
+    ring_size_by_round: dict[int, int] | None = None,
+    nonfinite: set[tuple[int, int]] = frozenset(),
+):
+    """The exact final model of a ring run, computed in this process: every member trains
+    from the same start with the same code, payloads are summed in the secure codec's
+    fixed point (or float32 in ring order when not masked), and the mean is applied the
+    way peers apply it. `members_by_round[r]`: contributors of round r (default: all);
+    `ring_size_by_round[r]`: members when round r started (sets the fixed-point codec);
+    `nonfinite`: (round, peer) pairs whose delta was not finite (they contribute zero)."""
+    import torch
+
+    from ringfl.algorithms.base import get_flat, set_flat
+    from ringfl.config import load_config
+    from ringfl.learner import make_learner
+    from ringfl.peer.membership import apply_mean, ring_payload, split_result
+    from ringfl.secure.fixedpoint import FixedPoint
+    from ringfl.sim import prepare_data
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = load_config(ring.config)
+        n = ring.n
+        data = prepare_data(cfg, n)
+        sizes = [len(p) for p in data.parts]
+        # the learners' own algorithm objects are not used here: no keys needed
+        plain = cfg.replace(algorithm=dataclasses.replace(cfg.algorithm, secure=False))
+        learners = [
+            make_learner(p, ring.graph, plain, data.parts[p], num_classes=data.num_classes)
+            for p in range(n)
+        ]
+        model = get_flat(learners[0].model)
+        for r in range(cfg.train.rounds):
+            members = (members_by_round or {}).get(r, list(range(n)))
+            payloads = []
+            for p in members:
+                lr = learners[p]
+                set_flat(lr.model, model)
+                lr.trainer.train(r, epochs=cfg.train.epochs, steps=cfg.train.local_steps)
+                delta = get_flat(lr.model) - model
+                if (r, p) in nonfinite:
+                    delta[::7] = np.nan
+                payloads.append(ring_payload(delta, sizes[p] / sum(sizes), [], n)[0])
+            codec = FixedPoint.for_peers((ring_size_by_round or {}).get(r, len(members)))
+            total = np.zeros(payloads[0].shape, dtype=codec.word_dtype)
+            for x in payloads:
+                np.add(total, codec.encode(x)[0], out=total)
+            result = codec.decode(total, out=np.empty(total.shape, np.float32))
+            wsum, w, _ = split_result(result, model.shape[0], n)
+            model = apply_mean(model, wsum, w)
+        return model
+    finally:
+        torch.set_num_threads(threads)
+
+
+def saved_rounds(ring: Ring, name: str) -> dict[int, checkpoint.Checkpoint]:
+    folder = ring.peer_dir(name) / "deltas"
+    out = {}
+    for f in sorted(folder.glob("round-*.npz")):
+        ck = checkpoint.load(f)
+        out[int(ck.meta["round"])] = ck
+    return out
+
+
+def check_every_round_is_the_exact_sum(ring: Ring, alive: list[str]) -> tuple[dict, dict]:
+    """Each survivor's summed result of every round equals the fixed-point sum of the
+    saved payloads of that round's contributors; returns (members, ring sizes) by round."""
+    saved = {name: saved_rounds(ring, name) for name in ring.names}
+    members, sizes = {}, {}
+    rounds = sorted(saved[alive[0]])
+    for r in rounds:
+        metas = {name: saved[name][r].meta for name in alive if "result" in saved[name][r].arrays}
+        contributors = {tuple(m["members"]) for m in metas.values()}
+        assert len(contributors) == 1, (r, contributors)
+        who = list(contributors.pop())
+        ring_at_start = {len(m["ring"]) for m in metas.values()}
+        assert len(ring_at_start) == 1
+        codec = FixedPoint.for_peers(ring_at_start.pop())
+        total = np.zeros(saved[alive[0]][r].arrays["payload"].shape, codec.word_dtype)
+        for p in who:
+            np.add(total, codec.encode(saved[ring.names[p]][r].arrays["payload"])[0], out=total)
+        want = codec.decode(total, out=np.empty(total.shape, np.float32))
+        for name in metas:
+            assert np.array_equal(saved[name][r].arrays["result"], want), (r, name)
+        members[r], sizes[r] = who, len(metas[next(iter(metas))]["ring"])
+    return members, sizes
