@@ -537,13 +537,17 @@ def test_only_the_lead_shares_its_self_mask_seed() -> None:
     assert sizes == {(0, p): {32 + 48 * n if p == ring[0] else 32} for p in ring}
 
 
-@pytest.mark.parametrize("where", ["reduce-scatter", "summed"])
+@pytest.mark.parametrize("where", ["shares", "reduce-scatter", "summed"])
 def test_a_lost_lead_is_replaced_by_one_that_shares_its_seed_first(where) -> None:
     n, m = 6, 3_001
     ring, xs, machines = make(n, m, 51)
     _, msgs = capture_run(machines)
     lead = ring[0]
-    pred = {"reduce-scatter": lambda s, k: s == SUM and k == 2, "summed": lambda s, k: s == SUMMED}
+    pred = {
+        "shares": lambda s, k: s == SHARES and k == 1,
+        "reduce-scatter": lambda s, k: s == SUM and k == 2,
+        "summed": lambda s, k: s == SUMMED,
+    }
     ring, xs, machines = make(n, m, 51)
     res, msgs = capture_run(machines, [Crash(lead, _send_index(msgs, lead, pred[where]))])
     assert res.dead == {lead}

@@ -268,7 +268,7 @@ class SecureRingAllReduce:
         self._led: set[int] = set()  # leads of the attempts this peer started
         self._attempt_lead = -1
         self._sum_lead = -1
-        self._bundles: dict[int, bytes] = {}
+        self._bundles: dict[int, bytes] = {}  # lead → its sealed shares, as received
         self._eph_pub: dict[int, bytes] = {}
         self._my_shares: dict[int, bytes] = {}
         self._pair_keys: dict[int, bytes] = {}
