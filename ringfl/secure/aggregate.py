@@ -95,7 +95,7 @@ _MAX_PENDING = 1 << 20
 _DTYPE_NAMES = {np.dtype(t): np.dtype(t).name for t in (np.uint8, np.uint32, np.uint64)}
 
 _SYNC_HEAD = struct.Struct("<B3xiiiII")  # flags, started, held, committed, n dead, n led
-_HAS_SHARES, _COMMITTED = 1, 2
+_HAS_SHARES, _COMMITTED = 1, 2  # _HAS_SHARES is informational: new attempts re-run SHARES
 
 
 def pack_step(stage: int, epoch: int, step: int) -> int:
