@@ -494,3 +494,72 @@ def test_secure_allreduce_over_zeromq_tcp_in_threads() -> None:
         for zp in peers.values():
             zp.close()
         ctx.term()
+
+
+# -- fixed costs: eager masking, only leads share their seed ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "m", "masking"),
+    [(5, 4_099, {}), (11, 2_003, {"complete_up_to": 4, "degree": 4}), (3, 0, {}), (2, 1, {})],
+)
+def test_eager_and_segmentwise_masking_send_identical_frames(n, m, masking) -> None:
+    runs = []
+    for eager in (1 << 30, 0):  # whole contribution at once / segment by segment
+        ring, xs, machines = make(n, m, 40 + n, masking=Masking(eager_bytes=eager, **masking))
+        res, msgs = capture_run(machines)
+        check_result(res, machines, xs, ring)
+        # Shamir coefficients come from the OS generator, so share blobs differ by run
+        runs.append(
+            [
+                (s, t, st, ep, k, x.header, st == SHARES or x.payload.tobytes())
+                for s, t, st, ep, k, x in msgs
+            ]
+        )
+    assert runs[0] == runs[1]
+    assert any(x[2] == SUM for x in runs[0]) or m == 0
+
+
+def _share_blob_sizes(msgs) -> dict[tuple[int, int], set[int]]:
+    sizes: dict[tuple[int, int], set[int]] = {}
+    for _, _, stage, epoch, _, x in msgs:
+        if stage == SHARES:
+            sizes.setdefault((epoch, x.header.chunk), set()).add(x.payload.size)
+    return sizes
+
+
+def test_only_the_lead_shares_its_self_mask_seed() -> None:
+    n, m = 7, 1_001
+    ring, xs, machines = make(n, m, 50)
+    res, msgs = capture_run(machines)
+    check_result(res, machines, xs, ring)
+    sizes = _share_blob_sizes(msgs)
+    assert sizes == {(0, p): {32 + 48 * n if p == ring[0] else 32} for p in ring}
+
+
+@pytest.mark.parametrize("where", ["shares", "reduce-scatter", "summed"])
+def test_a_lost_lead_is_replaced_by_one_that_shares_its_seed_first(where) -> None:
+    n, m = 6, 3_001
+    ring, xs, machines = make(n, m, 51)
+    _, msgs = capture_run(machines)
+    lead = ring[0]
+    pred = {
+        "shares": lambda s, k: s == SHARES and k == 1,
+        "reduce-scatter": lambda s, k: s == SUM and k == 2,
+        "summed": lambda s, k: s == SUMMED,
+    }
+    ring, xs, machines = make(n, m, 51)
+    res, msgs = capture_run(machines, [Crash(lead, _send_index(msgs, lead, pred[where]))])
+    assert res.dead == {lead}
+    members = check_result(res, machines, xs, ring)
+    sizes = _share_blob_sizes(msgs)
+    full = 32 + 48 * n
+    assert all(v == {full if p == lead else 32} for (e, p), v in sizes.items() if e == 0)
+    if where == "summed":  # the lead contributed: its seed is rebuilt from shares
+        assert lead in members and all(e == 0 for e, _ in sizes)
+    else:  # a new attempt among the survivors, led by a fresh peer that shares first
+        assert lead not in members
+        later = {p: v for (e, p), v in sizes.items() if e > 0}
+        new_lead = machines[ring[1]]._sum_lead
+        assert new_lead != lead and later[new_lead] == {full}
+        assert all(v == {32} for p, v in later.items() if p != new_lead)

@@ -5,10 +5,13 @@ the peers that contributed (`members`). Design (details and threat model in
 docs/security.md):
 
 1. SHARES: each peer draws a fresh ephemeral X25519 key e_i and self-mask seed b_i for
-   this round, Shamir-shares b_i t-of-N, seals share j for peer j (AES-256-GCM, key from
-   the long-term X25519 keys + HKDF, purpose "share-enc"; the associated data carries
-   e_i's public key, which authenticates it) and puts e_i's public key and all sealed
-   shares in one fixed-size blob. A ring all-gather moves the blobs.
+   this round and sends e_i's public key. The lead of the coming attempt (public:
+   ring[0] for attempt 0, then chosen by SYNC) also Shamir-shares its b_i t-of-N, seals
+   share j for peer j (AES-256-GCM, key from the long-term X25519 keys + HKDF, purpose
+   "share-enc"; the associated data carries e_i's public key, which authenticates it)
+   and appends the sealed shares. Only a lead's seed can ever be revealed, so the other
+   peers skip the split and the long-term key agreements. A ring all-gather moves the
+   blobs.
 2. SUM (attempt a): each peer encodes its float delta to fixed point in Z_{2^k} and adds
    Σ_{j>i} PRG(s_ij) − Σ_{j<i} PRG(s_ij) over its masking-graph neighbours j (s_ij from
    the ephemeral keys + HKDF, purpose "mask"; graph drawn per round and attempt,
@@ -30,8 +33,8 @@ new epoch (epoch = number of peers known lost) with a SYNC all-gather of its pro
 among the survivors (ring order minus the lost peers) and all decide alike:
 - some member committed, or every survivor holds the sum of the newest attempt any of
   them started: keep that sum (contributors fixed) and (re)run REVEAL;
-- else re-run the SUM among the survivors (after re-running SHARES if a survivor lacks a
-  survivor's blob), led by a peer that led none of the earlier attempts. Survivors mask
+- else re-run SHARES (carrying the new lead's sealed shares) and then the SUM among the
+  survivors, led by a peer that led none of the earlier attempts. Survivors mask
   afresh without the lost peers, so pairwise masks with a lost peer never have to be
   rebuilt: no pairwise secret is ever revealed, and the only secret ever revealed is
   the self mask of the committed attempt's lead, which masks no other attempt's sum.
@@ -87,8 +90,12 @@ _EPOCH_BITS, _STEP_BITS = 11, 18
 _MAX_EPOCH = (1 << _EPOCH_BITS) - 1
 _MAX_PENDING = 1 << 20
 
+#: dtype → name for the headers of the words and blobs this machine sends (looking up
+#: `dtype.name` costs more than the rest of building a small message).
+_DTYPE_NAMES = {np.dtype(t): np.dtype(t).name for t in (np.uint8, np.uint32, np.uint64)}
+
 _SYNC_HEAD = struct.Struct("<B3xiiiII")  # flags, started, held, committed, n dead, n led
-_HAS_SHARES, _COMMITTED = 1, 2
+_HAS_SHARES, _COMMITTED = 1, 2  # _HAS_SHARES is informational: new attempts re-run SHARES
 
 
 def pack_step(stage: int, epoch: int, step: int) -> int:
@@ -113,7 +120,11 @@ class Masking:
     frac_bits: fixed-point fractional bits f (default: the most that N·clip·2^f < 2^(k−1)
     allows). degree / complete_up_to: masking graph (`ringfl.secure.graph`).
     threshold: t of the t-of-N sharing and the fewest survivors that may finish
-    (default ⌊N/2⌋ + 1). segment_bytes: all-reduce segment size.
+    (default ⌊N/2⌋ + 1). segment_bytes: all-reduce segment size. eager_bytes: a
+    contribution of at most this many bytes (words) is encoded and masked in one pass per
+    mask neighbour when the SUM starts, and its segments are slices of that array; a
+    larger one is masked segment by segment as the all-reduce asks for it (the words are
+    identical either way; this only trades memory for per-segment set-up cost).
     """
 
     bits: int = 32
@@ -123,6 +134,7 @@ class Masking:
     complete_up_to: int = COMPLETE_UP_TO
     threshold: int | None = None
     segment_bytes: int = 1 << 20
+    eager_bytes: int = 1 << 20
 
     def codec(self, n_peers: int) -> FixedPoint:
         f = (
@@ -256,7 +268,7 @@ class SecureRingAllReduce:
         self._led: set[int] = set()  # leads of the attempts this peer started
         self._attempt_lead = -1
         self._sum_lead = -1
-        self._bundles: dict[int, bytes] = {}
+        self._bundles: dict[int, bytes] = {}  # lead → its sealed shares, as received
         self._eph_pub: dict[int, bytes] = {}
         self._my_shares: dict[int, bytes] = {}
         self._pair_keys: dict[int, bytes] = {}
@@ -287,12 +299,20 @@ class SecureRingAllReduce:
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
         self._self_seed = bytes(self._entropy(KEY_BYTES))
+        self._shares_blob: bytes | None = None  # sealed shares of the self seed, once made
+        self._eph_pub[self.peer] = eph_pub
+
+    def _sealed_shares(self) -> bytes:
+        """Shamir shares of this peer's self-mask seed, share j sealed for peer j (made
+        once, only if this peer is chosen to lead an attempt; resent unchanged)."""
+        if self._shares_blob is not None:
+            return self._shares_blob
+        eph_pub = self._eph_pub[self.peer]
         shares = shamir.split_secret(self._self_seed, self.threshold, self.n0)
-        parts = [eph_pub]
+        parts = []
         for p in self.ring:
-            if p == self.peer:  # random filler: every byte on the wire looks uniform
+            if p == self.peer or p in self.dead:  # random filler: the wire looks uniform
                 parts.append(bytes(self._entropy(shamir.SEALED_BYTES)))
-                self._my_shares[p] = shares[self._index[p]]
                 continue
             key = self._share_key(p, sender=self.peer)
             parts.append(
@@ -306,10 +326,15 @@ class SecureRingAllReduce:
                     context=eph_pub,
                 )
             )
-        self._bundle_bytes = KEY_BYTES + shamir.SEALED_BYTES * self.n0
-        self._own_bundle = np.frombuffer(b"".join(parts), dtype=np.uint8)
-        self._bundles[self.peer] = self._own_bundle.tobytes()
-        self._eph_pub[self.peer] = eph_pub
+        self._my_shares[self.peer] = shares[self._index[self.peer]]
+        self._shares_blob = b"".join(parts)
+        return self._shares_blob
+
+    def _share_blob_bytes(self, origin: int) -> int:
+        """Length of `origin`'s SHARES blob: its ephemeral public key, plus the sealed
+        shares of its self seed if it leads the coming attempt."""
+        extra = shamir.SEALED_BYTES * self.n0 if origin == self._next_lead else 0
+        return KEY_BYTES + extra
 
     def _share_key(self, other: int, *, sender: int) -> bytes:
         shared = self._long_term_shared.get(other)
@@ -390,7 +415,7 @@ class SecureRingAllReduce:
         if h.sender in self.dead:
             raise WireError(f"{name}: message from peer {h.sender}, which was declared lost")
         p = message.payload
-        if p.ndim != 1 or p.shape[0] != h.length or p.dtype.name != h.dtype:
+        if p.ndim != 1 or p.shape[0] != h.length or _DTYPE_NAMES.get(p.dtype) != h.dtype:
             raise WireError(f"{name}: payload does not match its header")
         stage, epoch, step = unpack_step(h.step)
         if stage not in _STAGE_NAMES:
@@ -449,7 +474,7 @@ class SecureRingAllReduce:
             chunk,
             segment,
             self.peer,
-            payload.dtype.name,
+            _DTYPE_NAMES.get(payload.dtype) or payload.dtype.name,
             payload.shape[0],
         )
         self.bytes_sent += payload.nbytes
@@ -507,9 +532,13 @@ class SecureRingAllReduce:
     def _check_blob(self, stage: int, origin: int, blob: np.ndarray) -> None:
         n = blob.shape[0]
         if stage == SHARES:
-            want = self._bundle_bytes
-            have = self._bundles.get(origin)
-            if have is not None and have != blob.tobytes():
+            want = self._share_blob_bytes(origin)
+            raw = blob.tobytes()
+            have = self._eph_pub.get(origin)
+            known = self._bundles.get(origin)
+            if (have is not None and have != raw[:KEY_BYTES]) or (
+                known is not None and n == want > KEY_BYTES and known != raw[KEY_BYTES:]
+            ):
                 raise SecureAggregationError(f"peer {origin} sent two different share blobs")
         elif stage == REVEAL:
             want = self._reveal_length(origin)
@@ -552,7 +581,10 @@ class SecureRingAllReduce:
     # -- SHARES ---------------------------------------------------------------------------
 
     def _enter_shares(self, out: list[Action]) -> None:
-        self._start_gather(SHARES, self._live(), self._own_bundle, out)
+        own = self._eph_pub[self.peer]
+        if self._next_lead == self.peer:
+            own += self._sealed_shares()
+        self._start_gather(SHARES, self._live(), np.frombuffer(own, dtype=np.uint8), out)
 
     def _absorb_bundles(self) -> None:
         """Open this peer's shares in the blobs gathered so far (SHARES stage)."""
@@ -560,10 +592,13 @@ class SecureRingAllReduce:
         if g is None or self.stage != SHARES:
             return
         for origin, blob in g.blobs.items():
-            if origin in self._eph_pub:
+            if origin == self.peer:
                 continue
             data = blob.tobytes()
             eph_pub = data[:KEY_BYTES]
+            self._eph_pub.setdefault(origin, eph_pub)
+            if len(data) == KEY_BYTES or origin in self._my_shares:
+                continue
             at = KEY_BYTES + shamir.SEALED_BYTES * self._index[self.peer]
             self._my_shares[origin] = shamir.open_share(
                 self._share_key(origin, sender=origin),
@@ -574,8 +609,7 @@ class SecureRingAllReduce:
                 recipient=self.peer,
                 context=eph_pub,
             )
-            self._bundles[origin] = data
-            self._eph_pub[origin] = eph_pub
+            self._bundles[origin] = data[KEY_BYTES:]
 
     def _shares_complete(self, out: list[Action]) -> None:
         self._absorb_bundles()
@@ -609,6 +643,26 @@ class SecureRingAllReduce:
         sub = [self._pair_key(j) for j in nbrs if j < self.peer]
         wd = self.codec.word_dtype
         codec, x, streamer = self.codec, self.data, self._streamer
+        if self.length * wd.itemsize <= self.masking.eager_bytes:
+            # Small contribution: one pass per mask neighbour instead of a cipher set-up
+            # per segment and neighbour; the all-reduce only reads the slices.
+            masked = np.empty(self.length, dtype=wd)
+            self._clipped[a] = codec.encode_into(x, masked, self._float_scratch)
+            streamer.apply(masked, 0, add, sub)
+            masked.flags.writeable = False
+
+            def source(start: int, stop: int) -> np.ndarray:
+                return masked[start:stop]
+
+        else:
+            source = self._lazy_source(a, add, sub)
+        self._run_sum(members, source, out)
+
+    def _lazy_source(
+        self, a: int, add: list[bytes], sub: list[bytes]
+    ) -> Callable[[int, int], np.ndarray]:
+        wd = self.codec.word_dtype
+        codec, x, streamer = self.codec, self.data, self._streamer
 
         def source(start: int, stop: int) -> np.ndarray:
             n = stop - start
@@ -622,6 +676,12 @@ class SecureRingAllReduce:
             streamer.apply(buf, start, add, sub)
             return buf
 
+        return source
+
+    def _run_sum(
+        self, members: list[int], source: Callable[[int, int], np.ndarray], out: list[Action]
+    ) -> None:
+        wd = self.codec.word_dtype
         self._inner = RingAllReduce(
             self.peer,
             members,
@@ -833,11 +893,10 @@ class SecureRingAllReduce:
             fresh = [p for p in self._live() if p not in used]
             if not fresh:
                 raise SecureAggregationError("secure all-reduce: no peer left to lead an attempt")
+            # Always a SHARES lap first: the new lead has never shared its seed in a
+            # finished lap (it led nothing), and survivors may lack ephemeral keys.
             self._next_lead = fresh[0]
-            if all(s.flags & _HAS_SHARES for s in states):
-                self._enter_sum(out)
-            else:
-                self._enter_shares(out)
+            self._enter_shares(out)
 
 
 @dataclass(frozen=True)
