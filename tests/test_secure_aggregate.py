@@ -16,6 +16,7 @@ from ringfl import wire
 from ringfl.collective.base import split
 from ringfl.collective.events import Header, Kind, Message
 from ringfl.errors import ConfigError, SecureAggregationError, WireError
+from ringfl.secure import shamir
 from ringfl.secure.aggregate import (
     FINISH,
     REVEAL,
@@ -534,7 +535,7 @@ def test_only_the_lead_shares_its_self_mask_seed() -> None:
     res, msgs = capture_run(machines)
     check_result(res, machines, xs, ring)
     sizes = _share_blob_sizes(msgs)
-    assert sizes == {(0, p): {32 + 48 * n if p == ring[0] else 32} for p in ring}
+    assert sizes == {(0, p): {32 + shamir.SEALED_BYTES * n if p == ring[0] else 32} for p in ring}
 
 
 @pytest.mark.parametrize("where", ["shares", "reduce-scatter", "summed"])
@@ -553,7 +554,7 @@ def test_a_lost_lead_is_replaced_by_one_that_shares_its_seed_first(where) -> Non
     assert res.dead == {lead}
     members = check_result(res, machines, xs, ring)
     sizes = _share_blob_sizes(msgs)
-    full = 32 + 48 * n
+    full = 32 + shamir.SEALED_BYTES * n
     assert all(v == {full if p == lead else 32} for (e, p), v in sizes.items() if e == 0)
     if where == "summed":  # the lead contributed: its seed is rebuilt from shares
         assert lead in members and all(e == 0 for e, _ in sizes)

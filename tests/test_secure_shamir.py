@@ -63,3 +63,13 @@ def test_sealed_shares_are_bound_to_their_context() -> None:
         open_share(key, tampered, **ctx)
     with pytest.raises(SecureAggregationError):
         open_share(os.urandom(32), sealed, **ctx)
+
+
+def test_sealing_the_same_share_twice_uses_fresh_nonces() -> None:
+    """A retried round seals under the same key: GCM nonces must never repeat."""
+    key = os.urandom(32)
+    ctx = dict(session=1, round=2, sender=0, recipient=1)
+    a, b = seal_share(key, bytes(32), **ctx), seal_share(key, bytes(range(32)), **ctx)
+    assert a[:12] != b[:12]
+    assert open_share(key, a, **ctx) == bytes(32)
+    assert open_share(key, b, **ctx) == bytes(range(32))

@@ -8,14 +8,18 @@ reveal nothing about it.
 
 Shares travel encrypted to their recipient with AES-256-GCM (`cryptography`), keyed with
 the directed pairwise secret of (sender → recipient, purpose "share-enc") for this
-session and round (`ringfl.secure.keys.pairwise_secret` with `sender=`). That key is
-used for one message only, so the nonce is fixed (all zero). The associated data binds
+session and round (`ringfl.secure.keys.pairwise_secret` with `sender=`). Every seal
+draws a fresh random 96-bit nonce that travels in front of the ciphertext: a peer that
+retries a round (same session, round and key) must never reuse a GCM nonce with a
+different share, and a random nonce makes that impossible to get wrong at the call
+site. The associated data binds
 session, round, sender, recipient and `context` (the secure aggregation puts the
 sender's ephemeral masking public key there, which authenticates it to the recipient).
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Mapping
 
@@ -28,9 +32,9 @@ from ringfl.errors import ConfigError, SecureAggregationError
 SECRET_BYTES = 32
 SHARE_BYTES = 32
 TAG_BYTES = 16
-#: Size of one encrypted share on the wire.
-SEALED_BYTES = SHARE_BYTES + TAG_BYTES
-_NONCE = bytes(12)
+NONCE_BYTES = 12
+#: Size of one encrypted share on the wire: nonce ‖ ciphertext ‖ tag.
+SEALED_BYTES = NONCE_BYTES + SHARE_BYTES + TAG_BYTES
 _HALF = 16
 
 
@@ -90,8 +94,9 @@ def seal_share(
     """Encrypt a share for `recipient` (AES-256-GCM, `SEALED_BYTES` out)."""
     if len(key) != 32 or len(share) != SHARE_BYTES:
         raise ConfigError("seal_share: key and share must be 32 bytes")
-    return AESGCM(key).encrypt(
-        _NONCE, bytes(share), _ad(session, round, sender, recipient, context)
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(
+        nonce, bytes(share), _ad(session, round, sender, recipient, context)
     )
 
 
@@ -111,7 +116,9 @@ def open_share(
         raise SecureAggregationError(f"sealed share from peer {sender} has {len(sealed)} bytes")
     try:
         return AESGCM(key).decrypt(
-            _NONCE, bytes(sealed), _ad(session, round, sender, recipient, context)
+            bytes(sealed[:NONCE_BYTES]),
+            bytes(sealed[NONCE_BYTES:]),
+            _ad(session, round, sender, recipient, context),
         )
     except InvalidTag:
         raise SecureAggregationError(
