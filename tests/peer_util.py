@@ -64,8 +64,14 @@ class Ring:
         keys: bool = True,
         algorithm: str = "ring",
         addresses: list[str] | None = None,
+        deadline_min: float = 4.0,
     ) -> None:
         self.dir = short_dir()
+        # every peer of a test run gets this floor on its deadline, so its probe window is
+        # at least half of it: a live peer on a loaded test machine (other jobs on 2 cores)
+        # answers a PING in far less, and is not declared gone; the tests check what a
+        # failure does, not how fast it is detected
+        self.deadline_min = deadline_min
         self.n = n
         g = topology.make(kind, n)
         for i, node in enumerate(topology.peers(g)):
@@ -90,10 +96,15 @@ class Ring:
         self.names = [str(x) for x in topology.peers(g)]
 
     def cleanup(self) -> None:
+        """Remove the run's files (kept when $RINGFL_KEEP_TEST_DIRS is set, to debug)."""
+        if os.environ.get("RINGFL_KEEP_TEST_DIRS"):
+            print(f"kept {self.dir}")
+            return
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def args(self, *extra: str, insecure: bool = False) -> list[str]:
         a = ["--topology", str(self.topology), "--config", str(self.config)]
+        a += ["--deadline-min", f"{self.deadline_min:g}"]
         if (self.keys).exists():
             a += ["--keys", str(self.keys)]
         if insecure:

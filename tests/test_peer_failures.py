@@ -107,14 +107,29 @@ def test_restarted_peer_rejoins_and_ends_with_the_same_model() -> None:
         events2 = ring.events("2")
         kinds = [e["event"] for e in events2]
         assert "checkpoint_loaded" in kinds and "joining" in kinds and "rejoined" in kinds
-        rejoined = next(e for e in events2 if e["event"] == "rejoined")
-        assert rejoined["round"] < 14
-        members, sizes = check_every_round_is_the_exact_sum(
-            ring, [n for n in ring.names if n != "2"]
-        )
-        back = rejoined["round"]
-        assert members[2] == [0, 1, 3, 4] and members[back] == [0, 1, 2, 3, 4]
-        assert all(members[r] == [0, 1, 3, 4] for r in range(2, back))
+        rejoins = [e["round"] for e in events2 if e["event"] == "rejoined"]
+        assert rejoins == sorted(rejoins) and 2 < rejoins[0] < 14, rejoins
+        alive = [n for n in ring.names if n != "2"]
+        members, sizes = check_every_round_is_the_exact_sum(ring, alive)
+        assert sorted(members) == list(range(14))
+        assert members[0] == members[1] == [0, 1, 2, 3, 4]
+        assert members[2] == [0, 1, 3, 4]  # killed in the middle of round 2's sum
+        # Peer 2 contributes from the round it rejoined at on. On a loaded machine the live
+        # but slow rejoiner may be declared gone again (the protocol working as designed):
+        # then a survivor logged that loss in that very round, and peer 2 rejoined later.
+        lost_at = {
+            e["round"]
+            for n in alive
+            for e in ring.events(n)
+            if e["event"] == "lost" and "2" in e["peers"]
+        }
+        inside = False
+        for r in range(3, 14):
+            inside = inside or r in rejoins
+            if inside and 2 not in members[r]:
+                assert r in lost_at and any(j > r for j in rejoins), (r, lost_at, rejoins)
+                inside = False
+            assert members[r] == ([0, 1, 2, 3, 4] if inside else [0, 1, 3, 4]), (r, members)
         assert np.array_equal(ring.final_model("2"), reference_ring_run(ring, members, sizes))
     finally:
         if standby is not None:
