@@ -527,6 +527,11 @@ class PeerNode:
         rnd, members, model = snap
         if self.state == State.FINISHED and p not in members:
             members = (*members, p)
+        elif p in self.gone:
+            # p started this round as a member but has since been lost (a restart found
+            # while the round still runs): its start state would make p "rejoin" a round
+            # whose sum goes on without it. It gets the state of the round it is admitted to.
+            return
         if p in members:
             t = control.StateTransfer(self.session or 0, rnd, members, model)
             self._send(p, self._ctl(Op.STATE, rnd, control.encode_state(t)))
