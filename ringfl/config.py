@@ -39,6 +39,7 @@
     name = "ring"                  # ring | gossip | selective | server (hub FedAvg baseline)
     secure = true                  # ring/selective: masked secure aggregation
     share_fraction = 0.1           # selective: share this fraction of delta entries
+    clip = 1.0                     # secure: fixed-point inputs (weight * delta) clipped to +-clip
 
 Relative paths in `data` are resolved against the config file's directory. Every problem
 raises `ConfigError` naming the file and the field (e.g. `train.lr`).
@@ -123,6 +124,7 @@ class AlgorithmConfig:
     name: str = "ring"
     secure: bool = True
     share_fraction: float = 0.1
+    clip: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -363,4 +365,9 @@ def validate(cfg: Config, source: str = "config") -> None:
         _is_num(a.share_fraction) and 0 < a.share_fraction <= 1,
         "algorithm.share_fraction",
         f"must be in (0, 1], got {a.share_fraction!r}",
+    )
+    need(
+        _is_num(a.clip) and 0 < a.clip < float("inf"),
+        "algorithm.clip",
+        f"must be a positive number, got {a.clip!r}",
     )

@@ -1,6 +1,9 @@
 """`Learner`: one peer's learning state — model, optimizer, data, algorithm — with no
 knowledge of the transport. The simulator and a real ZeroMQ peer drive it the same way:
 
+    machine = learner.setup_machine()          # once; None if the algorithm needs none
+    if machine is not None:
+        learner.finish_setup(<run machine with the other peers' machines>)
     for r in range(rounds):
         learner.local_round(r)
         machine = learner.machine_for_round(r)
@@ -11,6 +14,7 @@ knowledge of the transport. The simulator and a real ZeroMQ peer drive it the sa
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -31,7 +35,7 @@ def session_id(seed: int, tag: str = "ringfl") -> int:
 
 
 class Learner:
-    """One peer. `weight`: its weight in weighted averages (default: its sample count)."""
+    """One peer: model, optimizer, data and algorithm, and nothing about transports."""
 
     def __init__(
         self,
@@ -42,7 +46,6 @@ class Learner:
         *,
         train: TrainConfig,
         session: int,
-        weight: float | None = None,
     ) -> None:
         self.peer = int(peer)
         self.model = model
@@ -50,8 +53,20 @@ class Learner:
         self.algorithm = algorithm
         self.train_cfg = train
         self.session = int(session)
-        self.weight = float(trainer.num_samples if weight is None else weight)
         self.last_stats: TrainStats | None = None
+
+    @property
+    def num_samples(self) -> int:
+        """Training samples this peer holds (its FedAvg weight)."""
+        return self.trainer.num_samples
+
+    def setup_machine(self) -> Machine | None:
+        """The one-off collective to run before round 0 (None: nothing to set up)."""
+        return self.algorithm.setup(self)
+
+    def finish_setup(self, result: Any) -> None:
+        """Apply the setup collective's result."""
+        self.algorithm.finish_setup(self, result)
 
     def local_round(self, round_index: int) -> TrainStats:
         """Start the round (the algorithm snapshots what it needs) and train locally."""
@@ -90,10 +105,13 @@ def make_learner(
     num_classes: int,
     model: ModelSpec | None = None,
     session: int | None = None,
+    keys: Any = None,
+    public_keys: Mapping[int, bytes | str] | None = None,
 ) -> Learner:
     """A `Learner` for `peer` of `graph` with its own `data`, as `config` says. Every peer
     builds its model from `config.seed`, so all start identical. `model` overrides
-    `config.model` (e.g. a factory from Python)."""
+    `config.model` (e.g. a factory from Python). `keys`/`public_keys`: for secure sums
+    (see `ringfl.algorithms.make_algorithm`)."""
     spec: ModelSpec = (
         model
         if model is not None
@@ -116,7 +134,7 @@ def make_learner(
         peer,
         net,
         trainer,
-        make_algorithm(config.algorithm, peer, graph),
+        make_algorithm(config.algorithm, peer, graph, keys=keys, public_keys=public_keys),
         train=t,
         session=session_id(config.seed) if session is None else session,
     )

@@ -45,6 +45,51 @@ def _stream_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
 
 
+class SGD:
+    """Mini-batch SGD with momentum and weight decay, the same update as
+    `torch.optim.SGD` (dampening 0, no Nesterov):
+
+        g = grad + weight_decay * w;  buf = momentum * buf + g  (buf = g at first);  w -= lr * buf
+
+    A few lines instead of `torch.optim` keep the import of torch's compiler stack
+    (several seconds on a busy machine) out of every peer's start-up."""
+
+    def __init__(
+        self,
+        params: list[torch.Tensor],
+        *,
+        lr: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+    ) -> None:
+        self.params = params
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.buffers: list[torch.Tensor] | None = None
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        params = [p for p in self.params if p.grad is not None]
+        if len(params) != len(self.params):
+            raise RuntimeError("SGD.step: every parameter needs a gradient")
+        grads = [p.grad for p in params]
+        if self.weight_decay:
+            grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
+        if self.momentum:
+            if self.buffers is None:
+                self.buffers = [g.detach().clone() for g in grads]
+            else:
+                torch._foreach_mul_(self.buffers, self.momentum)
+                torch._foreach_add_(self.buffers, grads)
+            grads = self.buffers
+        torch._foreach_add_(params, grads, alpha=-self.lr)
+
+
 class LocalTrainer:
     """SGD on `data` for `model` (updated in place). The optimizer (and its momentum) lives
     as long as the trainer, across rounds; algorithms write new weights into the same
@@ -78,8 +123,11 @@ class LocalTrainer:
         self.peer = peer
         self._x = torch.from_numpy(data.x)
         self._y = torch.from_numpy(data.y)
-        self.optimizer = torch.optim.SGD(
-            model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
+        self.optimizer = SGD(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
         )
 
     @property
@@ -119,7 +167,7 @@ class LocalTrainer:
             torch.manual_seed(_stream_seed(self.seed, self.peer, round_index, 1))
             for idx in self._batches(round_index, total):
                 xb, yb = self._x[idx], self._y[idx]
-                self.optimizer.zero_grad(set_to_none=True)
+                self.optimizer.zero_grad()
                 loss = F.cross_entropy(model(xb), yb)
                 if anchor is not None:
                     prox = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))

@@ -53,6 +53,7 @@ METRIC_FIELDS = (
     "bytes_sent_per_peer",
     "cum_bytes_per_peer",
     "hub_bytes_sent",
+    "clipped",
     "compute_s",
     "comm_s",
     "virtual_comm_s",
@@ -167,10 +168,24 @@ def prepare_data(config: Config, num_peers: int) -> PeerData:
         min_size=p.min_size,
     )
     parts = [train.subset(i, f"peer{k}") for k, i in enumerate(idx)]
-    pooled = train.subset(np.unique(np.concatenate(idx)), "pooled")
+    held = np.unique(np.concatenate(idx))
+    pooled = train if len(held) == len(train) else train.subset(held, "pooled")
     return PeerData(
         parts, test, train.num_classes, summarize(idx, train.y, train.num_classes), pooled
     )
+
+
+def simulation_keys(seed: int, n: int) -> list[Any]:
+    """Deterministic X25519 key pairs for `n` simulated peers (from `seed`; simulation
+    only — real peers generate theirs with `PeerKeys.generate`)."""
+    import hashlib
+
+    from ringfl.secure.keys import PeerKeys
+
+    return [
+        PeerKeys.from_private_bytes(hashlib.sha256(f"ringfl-sim-key:{seed}:{p}".encode()).digest())
+        for p in range(n)
+    ]
 
 
 def consensus_distance(flats: Sequence[np.ndarray]) -> float:
@@ -215,6 +230,8 @@ def simulate(
         config = config.replace(algorithm=dataclasses.replace(algo_cfg, secure=False))
     data = prepare_data(config, n) if data is None else data
     session = session_id(config.seed)
+    keys = simulation_keys(config.seed, n) if secure else [None] * n
+    public = {p: k.public_bytes for p, k in enumerate(keys)} if secure else None
     learners = [
         make_learner(
             p,
@@ -224,10 +241,17 @@ def simulate(
             num_classes=data.num_classes,
             model=model,
             session=session,
+            keys=keys[p],
+            public_keys=public,
         )
         for p in range(n)
     ]
     net = network or MemoryNetwork()
+    setup = {lr.peer: lr.setup_machine() for lr in learners}
+    if any(m is not None for m in setup.values()):
+        run = net.run({p: m for p, m in setup.items() if m is not None})
+        for lr in learners:
+            lr.finish_setup(run.results[lr.peer])
     rounds = config.train.rounds
     metrics: list[dict[str, Any]] = []
     cum_bytes = 0.0
@@ -244,6 +268,7 @@ def simulate(
             hub = learners[0].algorithm  # ServerAverage
             machines[n] = hub.hub_machine(learners[0].flat().shape[0] + 1, session, r)  # type: ignore[attr-defined]
         run = net.run(machines)
+        clipped = sum(int(getattr(m, "clipped", 0)) for m in machines.values())
         for lr in learners:
             lr.finish_round(r, run.results[lr.peer])
         t2 = time.perf_counter()
@@ -263,6 +288,7 @@ def simulate(
             compute_s=t1 - t0,
             comm_s=t2 - t1,
             virtual_comm_s=run.virtual_time_s,
+            clipped=clipped if secure else None,
         )
         if algo_cfg.name == "gossip":
             assert scratch is not None

@@ -12,6 +12,7 @@ from ringfl.config import AlgorithmConfig, Config, DataConfig, ModelConfig, Trai
 from ringfl.data import load_digits
 from ringfl.learner import Learner, make_learner, session_id
 from ringfl.partition import dirichlet
+from ringfl.sim import simulation_keys
 from ringfl.topology import make, mixing_matrix
 from ringfl.transport.memory import MemoryNetwork
 
@@ -30,17 +31,29 @@ def digits():
     return load_digits(seed=0)
 
 
-def learners_for(digits, n, algorithm, *, kind="ring", share=0.3, prox=0.0, steps=3):
+def learners_for(digits, n, algorithm, *, kind="ring", share=0.3, prox=0.0, steps=3, secure=False):
     train, _ = digits
     cfg = Config(
         data=DataConfig(dataset="digits"),
         model=ModelConfig(name="mlp"),
         train=TrainConfig(rounds=2, local_steps=steps, batch_size=16, lr=0.05, prox_mu=prox),
-        algorithm=AlgorithmConfig(name=algorithm, secure=False, share_fraction=share),
+        algorithm=AlgorithmConfig(name=algorithm, secure=secure, share_fraction=share),
     )
     g = make(kind, n)
     parts = dirichlet(train.y, n, 0.5, seed=1, min_size=20)
-    ls = [make_learner(p, g, cfg, train.subset(parts[p]), num_classes=10) for p in range(n)]
+    keys = simulation_keys(0, n)
+    public = {p: k.public_bytes for p, k in enumerate(keys)}
+    ls = [
+        make_learner(
+            p, g, cfg, train.subset(parts[p]), num_classes=10, keys=keys[p], public_keys=public
+        )
+        for p in range(n)
+    ]
+    setup = {lr.peer: lr.setup_machine() for lr in ls}
+    if setup[0] is not None:
+        run = MemoryNetwork().run(setup)
+        for lr in ls:
+            lr.finish_setup(run.results[lr.peer])
     return g, ls
 
 
@@ -74,21 +87,54 @@ def test_ring_is_weighted_fedavg_and_bit_identical(digits, n):
     for r in range(2):
         starts, local, run = run_round(ls, r)
         assert len({s.tobytes() for s in starts}) == 1  # everyone started from the same model
-        expected = weighted_reference(starts[0].astype(np.float64), local, [lr.weight for lr in ls])
+        expected = weighted_reference(
+            starts[0].astype(np.float64), local, [lr.num_samples for lr in ls]
+        )
         np.testing.assert_allclose(ls[0].flat(), expected, rtol=1e-4, atol=1e-6)
         assert len({lr.state_hash() for lr in ls}) == 1
         m = local[0].shape[0] + 1
         if n > 1:  # ring all-reduce bound: 2(N-1)/N * M elements of 4 bytes per peer
             for p in range(n):
                 assert abs(run.bytes_sent[p] - 2 * (n - 1) / n * m * 4) <= 2 * (n - 1) * 4
-    assert [lr.weight for lr in ls] == [len(lr.trainer.data) for lr in ls]
+    assert [lr.num_samples for lr in ls] == [len(lr.trainer.data) for lr in ls]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7])
+def test_secure_ring_matches_weighted_mean_and_is_bit_identical(digits, n):
+    import warnings
+
+    _, plain = learners_for(digits, n, "ring")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # N = 1: nothing to mask
+        _, ls = learners_for(digits, n, "ring", secure=True)
+        for r in range(2):
+            starts, local, run = run_round(ls, r)
+            run_round(plain, r)
+            weights = [lr.num_samples for lr in ls]
+            expected = weighted_reference(starts[0].astype(np.float64), local, weights)
+            # fixed point: ~2^-27 per value; float32 otherwise
+            np.testing.assert_allclose(ls[0].flat(), expected, rtol=1e-4, atol=1e-6)
+            assert len({lr.state_hash() for lr in ls}) == 1
+    np.testing.assert_allclose(ls[0].flat(), plain[0].flat(), rtol=1e-4, atol=1e-5)
+
+
+def test_secure_selective_matches_plain(digits):
+    _, plain = learners_for(digits, 3, "selective", share=0.25)
+    _, sec = learners_for(digits, 3, "selective", share=0.25, secure=True)
+    for r in range(2):
+        run_round(plain, r)
+        run_round(sec, r)
+    np.testing.assert_allclose(sec[0].flat(), plain[0].flat(), rtol=1e-4, atol=1e-6)
+    assert len({lr.state_hash() for lr in sec}) == 1
 
 
 def test_weights_are_sample_counts_not_uniform(digits):
     _, ls = learners_for(digits, 3, "ring")
     starts, local, _ = run_round(ls, 0)
     uniform = weighted_reference(starts[0].astype(np.float64), local, [1, 1, 1])
-    weighted = weighted_reference(starts[0].astype(np.float64), local, [lr.weight for lr in ls])
+    weighted = weighted_reference(
+        starts[0].astype(np.float64), local, [lr.num_samples for lr in ls]
+    )
     assert np.abs(uniform - weighted).max() > 1e-4  # the partition is skewed enough to tell
     np.testing.assert_allclose(ls[0].flat(), weighted, rtol=1e-4, atol=1e-6)
 
@@ -115,7 +161,9 @@ def test_selective_shares_only_the_index_set(digits):
     out = ls[0].flat()
     outside = np.setdiff1d(np.arange(m), idx)
     np.testing.assert_array_equal(out[outside], starts[0][outside])
-    expected = weighted_reference(starts[0].astype(np.float64), local, [lr.weight for lr in ls])
+    expected = weighted_reference(
+        starts[0].astype(np.float64), local, [lr.num_samples for lr in ls]
+    )
     np.testing.assert_allclose(out[idx], expected[idx], rtol=1e-4, atol=1e-6)
     assert len({lr.state_hash() for lr in ls}) == 1
     # only |S| + 1 elements go around the ring

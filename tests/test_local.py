@@ -120,3 +120,23 @@ def test_baselines_on_digits(digits):
     assert len(s.detail["per_peer_accuracy"]) == 3
     again = centralized(train, test, "logreg", cfg, budget=budget, seed=0)
     assert again.accuracy == c.accuracy and again.loss == c.loss
+
+
+@pytest.mark.parametrize("momentum,wd", [(0.0, 0.0), (0.9, 0.0), (0.5, 1e-3)])
+def test_sgd_matches_torch_optim(digits, momentum, wd):
+    from ringfl.local import SGD
+
+    train, _ = digits
+    a = build_model("mlp", train.input_shape, 10, 0)
+    b = build_model("mlp", train.input_shape, 10, 0)
+    ours = SGD(list(a.parameters()), lr=0.05, momentum=momentum, weight_decay=wd)
+    ref = torch.optim.SGD(b.parameters(), lr=0.05, momentum=momentum, weight_decay=wd)
+    x, y = torch.from_numpy(train.x[:64]), torch.from_numpy(train.y[:64])
+    for step in range(5):
+        xb, yb = x[step * 12 : step * 12 + 12], y[step * 12 : step * 12 + 12]
+        for model, opt in ((a, ours), (b, ref)):
+            opt.zero_grad()
+            F.cross_entropy(model(xb), yb).backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)

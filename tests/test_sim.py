@@ -64,6 +64,19 @@ def test_simulate_is_deterministic():
     assert strip_times(c.metrics) != strip_times(a.metrics)
 
 
+def test_simulate_secure_ring_is_deterministic_and_close_to_plain():
+    g = make("ring", 3)
+    sec = config_from_dict(tiny(algorithm={"secure": True}))
+    a = simulate(g, sec, progress=False, baseline=False)
+    b = simulate(g, sec, progress=False, baseline=False)
+    plain = simulate(g, config_from_dict(tiny()), progress=False, baseline=False)
+    assert a.secure and not plain.secure
+    assert strip_times(a.metrics) == strip_times(b.metrics)
+    assert len({lr.state_hash() for lr in a.learners}) == 1
+    assert a.metrics[-1]["clipped"] == 0 and plain.metrics[-1]["clipped"] is None
+    np.testing.assert_allclose(a.learners[0].flat(), plain.learners[0].flat(), atol=1e-5)
+
+
 def test_simulate_gossip_reports_consensus_and_eval_every():
     cfg = config_from_dict(tiny(algorithm={"name": "gossip"}, eval_every=2))
     r = simulate(make("torus", 9), cfg, progress=False, baseline=False)

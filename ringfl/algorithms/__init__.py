@@ -5,11 +5,20 @@ apply its result (see `base`). `ring`: server-free FedAvg by (secure) ring all-r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import networkx as nx
 
 from ringfl.algorithms.base import Algorithm, get_flat, set_flat
 from ringfl.algorithms.gossip import GossipAverage
-from ringfl.algorithms.ring import RingAverage, secure_available, sum_machine
+from ringfl.algorithms.ring import (
+    SETUP_ROUND,
+    RingAverage,
+    SecureSettings,
+    secure_available,
+    sum_machine,
+)
 from ringfl.algorithms.selective import SelectiveAverage, shared_indices
 from ringfl.algorithms.server import ServerAverage, StarSum
 from ringfl.config import AlgorithmConfig
@@ -26,15 +35,39 @@ def ring_of(graph: nx.Graph) -> list[int]:
     return [index[node] for node in ring_order(graph)]
 
 
-def make_algorithm(cfg: AlgorithmConfig, peer: int, graph: nx.Graph) -> Algorithm:
+def make_algorithm(
+    cfg: AlgorithmConfig,
+    peer: int,
+    graph: nx.Graph,
+    *,
+    keys: Any = None,
+    public_keys: Mapping[int, bytes | str] | None = None,
+) -> Algorithm:
     """The algorithm object for `peer` in `graph` as configured. `server` uses a hub with
-    id N (one past the last peer) and ignores the graph's edges."""
-    from ringfl.topology import mixing_matrix, peers
+    id N (one past the last peer) and ignores the graph's edges.
 
+    Secure ring/selective (`cfg.secure`): `keys` is this peer's `PeerKeys`;
+    `public_keys` maps peer ids to public keys (default: the nodes' `public_key`
+    attributes in the topology file)."""
+    from ringfl.topology import PUBLIC_KEY, mixing_matrix, peers
+
+    secure = None
+    if cfg.secure and cfg.name in ("ring", "selective"):
+        if keys is None:
+            raise ConfigError(f"algorithm.secure: peer {peer} has no key pair for secure sums")
+        if public_keys is None:
+            nodes = peers(graph)
+            missing = [str(v) for v in nodes if not graph.nodes[v].get(PUBLIC_KEY)]
+            if missing:
+                raise ConfigError(
+                    f"algorithm.secure: topology nodes without public_key: {', '.join(missing[:8])}"
+                )
+            public_keys = {i: graph.nodes[v][PUBLIC_KEY] for i, v in enumerate(nodes)}
+        secure = SecureSettings(keys, dict(public_keys), clip=cfg.clip)
     if cfg.name == "ring":
-        return RingAverage(ring_of(graph), secure=cfg.secure)
+        return RingAverage(ring_of(graph), secure=secure)
     if cfg.name == "selective":
-        return SelectiveAverage(ring_of(graph), cfg.share_fraction, secure=cfg.secure)
+        return SelectiveAverage(ring_of(graph), cfg.share_fraction, secure=secure)
     if cfg.name == "gossip":
         w = mixing_matrix(graph)
         return GossipAverage({j: float(w[peer, j]) for j in range(w.shape[0]) if w[peer, j] > 0})
@@ -51,6 +84,8 @@ __all__ = [
     "Algorithm",
     "GossipAverage",
     "RingAverage",
+    "SETUP_ROUND",
+    "SecureSettings",
     "SelectiveAverage",
     "ServerAverage",
     "StarSum",

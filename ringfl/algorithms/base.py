@@ -3,6 +3,10 @@ its algorithm, and reading/writing a model as one flat float32 vector.
 
 A round, whoever drives it (the simulator or a real peer over ZeroMQ):
 
+    once, before round 0:               # e.g. the ring's sum of sample counts
+        machine = learner.setup_machine()   # None when the algorithm needs no setup
+        ... run it ...; learner.finish_setup(result)
+    each round r:
     learner.local_round(r)              # algorithm.begin_round, then local training
     machine = learner.machine_for_round(r)   # a sans-I/O collective (ringfl.collective)
     ... a driver runs `machine` with the other peers' machines ...
@@ -45,6 +49,10 @@ class Algorithm(Protocol):
     """A learning algorithm's per-round hooks (see module docstring)."""
 
     name: str
+
+    def setup(self, learner: Learner) -> Machine | None: ...
+
+    def finish_setup(self, learner: Learner, result: Any) -> None: ...
 
     def begin_round(self, learner: Learner, round_index: int) -> None: ...
 

@@ -27,6 +27,12 @@ class GossipAverage:
     def __init__(self, weights_row: Mapping[int, float]) -> None:
         self.weights_row = {int(j): float(w) for j, w in weights_row.items()}
 
+    def setup(self, learner: Learner) -> None:
+        return None
+
+    def finish_setup(self, learner: Learner, result: Any) -> None:
+        pass
+
     def begin_round(self, learner: Learner, round_index: int) -> None:
         pass
 

@@ -7,6 +7,7 @@ the weighted mean delta on S_r; entries outside S_r keep the round's starting va
 Difference to the original DSSGD: there, a server keeps the global model and each
 participant keeps its own local model. Here all peers restart each round from the same
 shared model (bit-identical across peers), so local progress outside S_r is dropped.
+Weights as in `ring` (a setup sum of sample counts).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ringfl.algorithms.base import get_flat, set_flat, weighted_mean, weighted_payload
-from ringfl.algorithms.ring import sum_machine
+from ringfl.algorithms.ring import SecureSettings, _RingSum
 from ringfl.collective.events import Machine
 
 if TYPE_CHECKING:
@@ -32,15 +33,16 @@ def shared_indices(session: int, round_index: int, size: int, fraction: float) -
     return np.sort(rng.choice(size, size=k, replace=False)).astype(np.int64)
 
 
-class SelectiveAverage:
+class SelectiveAverage(_RingSum):
     """Share a fraction `share_fraction` of the delta entries per round."""
 
     name = "selective"
 
-    def __init__(self, ring: Sequence[int], share_fraction: float, *, secure: bool = True) -> None:
-        self.ring = [int(p) for p in ring]
+    def __init__(
+        self, ring: Sequence[int], share_fraction: float, *, secure: SecureSettings | None = None
+    ) -> None:
+        super().__init__(ring, secure)
         self.share_fraction = float(share_fraction)
-        self.secure = secure
         self._start: np.ndarray | None = None
         self._idx: np.ndarray | None = None
 
@@ -53,14 +55,7 @@ class SelectiveAverage:
     def machine(self, learner: Learner, round_index: int) -> Machine:
         assert self._start is not None and self._idx is not None, "begin_round first"
         delta = get_flat(learner.model)[self._idx] - self._start[self._idx]
-        return sum_machine(
-            learner.peer,
-            self.ring,
-            weighted_payload(delta, learner.weight),
-            secure=self.secure,
-            session=learner.session,
-            round_index=round_index,
-        )
+        return self._sum(learner, weighted_payload(delta, self.weight(learner)), round_index)
 
     def apply(self, learner: Learner, round_index: int, result: Any) -> None:
         assert self._start is not None and self._idx is not None, "begin_round first"

@@ -139,6 +139,12 @@ class ServerAverage:
         self.clients = [int(c) for c in clients]
         self._start: np.ndarray | None = None
 
+    def setup(self, learner: Learner) -> None:
+        return None  # the hub sees the counts anyway: weights are the raw n_i
+
+    def finish_setup(self, learner: Learner, result: Any) -> None:
+        pass
+
     def begin_round(self, learner: Learner, round_index: int) -> None:
         self._start = get_flat(learner.model)
 
@@ -149,7 +155,7 @@ class ServerAverage:
             learner.peer,
             self.hub,
             self.clients,
-            weighted_payload(delta, learner.weight),
+            weighted_payload(delta, float(learner.num_samples)),
             session=learner.session,
             round=round_index,
         )
