@@ -289,8 +289,9 @@ def append_record(path: Path, rec: dict[str, Any]) -> None:
 def plan(
     partitions: Sequence[str], ns: Sequence[int], seeds: Sequence[int], methods: Sequence[str]
 ) -> list[Run]:
-    """All runs, grouped by cell so that a cell's data is split once."""
-    return [Run(p, n, s, m) for p in partitions for n in ns for s in seeds for m in methods]
+    """All runs, grouped by cell so that a cell's data is split once; seed by seed, so an
+    interrupted sweep already holds whole tables for its first seeds."""
+    return [Run(p, n, s, m) for s in seeds for p in partitions for n in ns for m in methods]
 
 
 def sweep_runs(runs: Sequence[Run], sweep: Sweep, out: Path, *, progress: bool = True) -> int:
