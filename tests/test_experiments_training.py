@@ -112,7 +112,7 @@ def test_accuracy_verdicts_and_table():
         "central": rec(0.990),
         "ring8_iid": rec(0.9875),  # 0.25 pp behind: within 0.3
         "ring8_dir": rec(0.978),  # 1.2 pp behind: misses 1
-        "ring16": rec(0.985),
+        "ring16": rec(0.985, rounds=3),
         "torus16": rec(0.990),  # ahead of the ring: met
         "exp16": rec(0.9745),  # 1.05 pp behind: misses
     }
