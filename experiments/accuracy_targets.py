@@ -26,7 +26,8 @@ Speed:
     python experiments/accuracy_targets.py --quick --out /tmp/t   # tiny smoke run
 
 Every finished run is appended to accuracy_targets.jsonl (rerunning skips it); the
-verdicts go to accuracy_targets.md and are printed.
+verdicts go to accuracy_targets.md (and accuracy_targets_<model>_R<rounds>_G<gossip
+rounds>.md) and are printed.
 """
 
 from __future__ import annotations
@@ -382,6 +383,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             scale.append(rec)
     md = markdown(verdicts, sweep, runs, quick, scale)
     (out / f"{STEM}.md").write_text(md + "\n")
+    if verdicts:  # keep each setting's verdicts beside the latest
+        tag = f"{sweep.model}_R{sweep.rounds}_G{runs['ring16']['rounds']}"
+        (out / f"{STEM}_{tag}.md").write_text(md + "\n")
     print(md)
     return 0
 
