@@ -390,6 +390,9 @@ def summarize(
                 "min_peer_accuracy_mean": _stats(mp)[0] if mp else "",
                 "consensus_distance_mean": _stats(cd)[0] if cd else "",
                 "bytes_per_peer_mean": _stats([r["bytes_per_peer"] for r in g])[0],
+                "hub_bytes_mean": _stats([r["hub_bytes_per_round"] * r["rounds"] for r in g])[0]
+                if g[0].get("hub_bytes_per_round") is not None
+                else "",
                 "samples": g[0]["samples"],
                 "budget_samples": g[0]["budget_samples"],
                 "wall_s_mean": _stats([r["wall_s"] for r in g])[0],
@@ -437,6 +440,12 @@ def markdown_table(
             mbs = [cell[(p, n, m)]["bytes_per_peer_mean"] for p in partitions if (p, n, m) in cell]
             vals.append(f"{statistics.fmean(mbs) / 1e6:.1f}" if mbs else "–")
         lines.append(f"| {LABELS[m]} | " + " | ".join(vals) + " |")
+        if m == "server-fedavg":
+            hub = []
+            for n in ns:
+                hs = [cell[(p, n, m)]["hub_bytes_mean"] for p in partitions if (p, n, m) in cell]
+                hub.append(f"{statistics.fmean(hs) / 1e6:.1f}" if hs else "–")
+            lines.append("| server FedAvg: the hub | " + " | ".join(hub) + " |")
     return "\n".join(lines)
 
 
@@ -498,7 +507,19 @@ def plot(
                     xs = [r[xkey] / (1e6 if xkey != "round" else 1) for r in c]
                     ys = [100 * r["accuracy"] for r in c]
                     lo = min(lo, min(ys[1:] or ys))  # round 1 may sit far below
-                    ax.plot(xs, ys, marker="o", ms=2.5, color=colors[m], label=LABELS[m])
+                    # ring and server FedAvg compute the same mean: draw the ring under
+                    # a dashed server line so that both stay visible
+                    style = (
+                        {"lw": 3.0, "alpha": 0.6}
+                        if m == "ring-secure"
+                        else {"ls": "--"}
+                        if m == "server-fedavg"
+                        else {}
+                    )
+                    label = LABELS[m]
+                    if m == "server-fedavg" and xkey != "round":
+                        label += " (clients; the hub sends N×)"
+                    ax.plot(xs, ys, marker="o", ms=2.5, color=colors[m], label=label, **style)
                 for m, style in (("centralized", ("k", "--")), ("standalone", ("0.5", ":"))):
                     r = cell.get((p, n, m))
                     if r is not None:
