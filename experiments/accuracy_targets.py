@@ -171,6 +171,8 @@ def quickstart_time(threads: int, timeout: float) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if threads > 0:
         env["OMP_NUM_THREADS"] = str(threads)
+    else:
+        env.pop("OMP_NUM_THREADS", None)
     with tempfile.TemporaryDirectory() as tmp:
         load = os.getloadavg()[0]
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -325,11 +327,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny smoke run")
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
-    ap.add_argument("--quickstart-threads", type=int, default=1, help="0: torch's default")
+    ap.add_argument(
+        "--quickstart-threads",
+        type=int,
+        nargs="+",
+        default=[1, 0],
+        help="torch threads per quickstart timing (0: torch's default); default %(default)s",
+    )
     ap.add_argument(
         "--scale",
         nargs="+",
-        default=["100:20:1", "100:20:0", "300:5:1", "1000:3:0", "1000:2:1"],
+        default=["100:20:1", "100:20:0", "300:3:0", "300:2:1", "1000:2:0"],
         metavar="N:ROUNDS:SECURE",
         help="scale runs (child processes), in order; default %(default)s",
     )
@@ -367,9 +375,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = accuracy_runs(sweep, gossip_sweep, a.seed, store, log)
         verdicts = accuracy_verdicts(runs)
     if not a.skip_speed:
-        log("timing examples/quickstart.py ...")
-        quick.append(store.put(quickstart_time(a.quickstart_threads, timeout=900)))
-        log(f"quickstart: {quick[-1]['wall_s']:.1f} s")
+        for threads in a.quickstart_threads:
+            log(f"timing examples/quickstart.py, threads={threads or 'default'} ...")
+            quick.append(store.put(quickstart_time(threads, timeout=900)))
+            log(f"quickstart: {quick[-1]['wall_s']:.1f} s")
         specs = ["20:2:1", "20:2:0"] if a.quick else a.scale
         for spec in specs:
             n, rounds, secure = (int(x) for x in spec.split(":"))
