@@ -432,6 +432,18 @@ def markdown_table(
             else:
                 vals.append(f"{100 * r['accuracy_mean']:.2f}")
         lines.append(f"| {LABELS[m]} | " + " | ".join(vals) + " |")
+    gossip = [m for m in SIM_METHODS if SIM_METHODS[m][0] == "gossip"]
+    if any((p, n, m) in cell for p, n in cols for m in gossip):
+        lines += ["", "Gossip: accuracy of the mean model (1/N Σ x_i), mean over seeds", ""]
+        lines += [lines[0], lines[1]]
+        for m in gossip:
+            vals = [
+                f"{100 * cell[(p, n, m)]['mean_model_accuracy_mean']:.2f}"
+                if (p, n, m) in cell
+                else "–"
+                for p, n in cols
+            ]
+            lines.append(f"| {LABELS[m]} | " + " | ".join(vals) + " |")
     lines += ["", "| method | " + " | ".join(f"MB sent per peer, N={n}" for n in ns) + " |"]
     lines.append("|" + "---|" * (len(ns) + 1))
     for m in SIM_METHODS:
