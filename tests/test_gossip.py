@@ -106,7 +106,7 @@ def test_rejections() -> None:
         return Message(Header(**f), np.zeros(f["length"], f["dtype"]))
 
     for bad, reason in [
-        (dict(sender=2), "not a neighbour"),
+        (dict(sender=2), "unexpected peer"),
         (dict(step=1), "step 1"),
         (dict(segment=2), "segment 2"),
         (dict(length=4), "4 elements"),

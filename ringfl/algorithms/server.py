@@ -22,7 +22,7 @@ import numpy as np
 from ringfl.algorithms.base import get_flat, set_flat, weighted_mean, weighted_payload
 from ringfl.collective.base import MachineBase, segment_elements, split, wire_dtype
 from ringfl.collective.events import Action, Kind, Machine, Message
-from ringfl.errors import ConfigError, WireError
+from ringfl.errors import ConfigError
 
 if TYPE_CHECKING:
     from ringfl.learner import Learner
@@ -85,24 +85,13 @@ class StarSum(MachineBase):
         ]
 
     def receive(self, message: Message) -> list[Action]:
-        h = self._check_common(message)
         name = f"star {'hub' if self.is_hub else 'client'} {self.peer}"
         expected_step, senders = (0, self.clients) if self.is_hub else (1, [self.hub])
-        if h.sender not in senders:
-            raise WireError(f"{name}: message from unexpected peer {h.sender}")
-        if h.step != expected_step or h.chunk != 0:
-            raise WireError(f"{name}: step {h.step} chunk {h.chunk}, expected {expected_step} 0")
-        if h.segment >= len(self.segments):
-            raise WireError(f"{name}: segment {h.segment} >= {len(self.segments)}")
-        a, b = self.segments[h.segment]
-        if h.length != b - a:
-            raise WireError(
-                f"{name}: segment {h.segment} has {h.length} elements, expected {b - a}"
-            )
+        h = self._accept_segment(
+            message, name, senders, expected_step, self.segments, self._pending
+        )
         pending = self._pending[h.segment]
-        if h.sender in pending:
-            raise WireError(f"{name}: duplicate segment {h.segment} from {h.sender}")
-        pending[h.sender] = message.payload
+        a, b = self.segments[h.segment]
         self._missing -= 1
         self._left[h.sender] -= 1
         actions: list[Action] = []

@@ -3,6 +3,7 @@ segmenting, and the default reaction to a lost peer (give up with `PeerTimeout`)
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -103,6 +104,35 @@ class MachineBase:
         p = message.payload
         if p.dtype != self.dtype or p.ndim != 1 or p.shape[0] != h.length:
             raise WireError(f"{name}: payload does not match its header")
+        return h
+
+    def _accept_segment(
+        self,
+        message: Message,
+        name: str,
+        senders: Collection[int],
+        step: int,
+        segments: Sequence[tuple[int, int]],
+        pending: Sequence[dict[int, np.ndarray]],
+    ) -> Header:
+        """Checks shared by the one-step fan-in machines (gossip, star): the sender is one
+        of `senders`, the step is `step` (chunk 0), the segment exists with the right
+        length and was not received before; then the payload is stored in `pending`."""
+        h = self._check_common(message)
+        if h.sender not in senders:
+            raise WireError(f"{name}: message from unexpected peer {h.sender}")
+        if h.step != step or h.chunk != 0:
+            raise WireError(f"{name}: step {h.step} chunk {h.chunk}, expected {step} 0")
+        if h.segment >= len(segments):
+            raise WireError(f"{name}: segment {h.segment} >= {len(segments)}")
+        a, b = segments[h.segment]
+        if h.length != b - a:
+            raise WireError(
+                f"{name}: segment {h.segment} has {h.length} elements, expected {b - a}"
+            )
+        if h.sender in pending[h.segment]:
+            raise WireError(f"{name}: duplicate segment {h.segment} from {h.sender}")
+        pending[h.segment][h.sender] = message.payload
         return h
 
     def peers_lost(self, peers: frozenset[int]) -> list[Action]:

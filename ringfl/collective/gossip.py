@@ -19,7 +19,7 @@ import numpy as np
 
 from ringfl.collective.base import MachineBase, as_buffer, segment_elements, split
 from ringfl.collective.events import Action, Kind, Message
-from ringfl.errors import ConfigError, WireError
+from ringfl.errors import ConfigError
 
 
 def weights_row(weights: Any, peer: int) -> dict[int, float]:
@@ -87,23 +87,9 @@ class NeighbourAverage(MachineBase):
         return actions
 
     def receive(self, message: Message) -> list[Action]:
-        h = self._check_common(message)
         name = f"gossip of peer {self.peer}"
-        if h.sender not in self.weights:
-            raise WireError(f"{name}: message from {h.sender}, not a neighbour")
-        if h.step != 0 or h.chunk != 0:
-            raise WireError(f"{name}: step {h.step} chunk {h.chunk}, expected 0 0")
-        if h.segment >= len(self.segments):
-            raise WireError(f"{name}: segment {h.segment} ≥ {len(self.segments)}")
-        a, b = self.segments[h.segment]
-        if h.length != b - a:
-            raise WireError(
-                f"{name}: segment {h.segment} has {h.length} elements, expected {b - a}"
-            )
+        h = self._accept_segment(message, name, self.weights, 0, self.segments, self._pending)
         pending = self._pending[h.segment]
-        if h.sender in pending:
-            raise WireError(f"{name}: duplicate segment {h.segment} from {h.sender}")
-        pending[h.sender] = message.payload
         self._missing[h.sender] -= 1
         if len(pending) == len(self.neighbours):
             self._combine(h.segment)
