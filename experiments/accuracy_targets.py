@@ -90,10 +90,24 @@ def _cell_data(cache: dict, sweep: Sweep, partition: str, n: int, seed: int):
     return cache[k]
 
 
+NEEDS = {
+    "A1": ("ring8_iid", "central"),
+    "A2": ("ring8_dir", "central"),
+    "A3": ("ring16", "torus16"),
+    "A4": ("ring16", "exp16"),
+}
+
+
 def accuracy_runs(
-    sweep: Sweep, gossip_sweep: Sweep, seed: int, store: Store, log
+    sweep: Sweep,
+    gossip_sweep: Sweep,
+    seed: int,
+    store: Store,
+    log,
+    targets: Sequence[str] = tuple(NEEDS),
 ) -> dict[str, dict[str, Any]]:
-    """Train (or load) every run the accuracy targets need (A3/A4 under `gossip_sweep`)."""
+    """Train (or load) every run `targets` need (A3/A4 under `gossip_sweep`)."""
+    needed = {name for t in targets for name in NEEDS[t]}
     wanted = {
         "ring8_iid": (Run("iid", 8, seed, "ring-secure"), sweep),
         "central": (Run("iid", 8, seed, "centralized"), sweep),
@@ -105,6 +119,8 @@ def accuracy_runs(
     cache: dict = {}
     out = {}
     for name, (run, cell_sweep) in wanted.items():
+        if name not in needed:
+            continue
         rec = store.get(run.key(cell_sweep))
         if rec is None:
             log(f"{name}: training {run.method}, {run.partition}, N={run.n} ...")
@@ -112,6 +128,8 @@ def accuracy_runs(
             rec = store.put(run_one(run, cell_sweep, data, None))
             log(f"{name}: {100 * rec['accuracy']:.2f}% ({rec['wall_s']:.0f} s)")
         out[name] = rec
+    if "A2" not in targets:
+        return out
     # A2 compares with the same centralized run: check that it is the same computation.
     d_iid = _cell_data(cache, sweep, "iid", 8, seed)
     size_iid, budget_iid = len(d_iid.pooled), out["ring8_iid"]["budget_samples"]
@@ -122,7 +140,16 @@ def accuracy_runs(
 
 
 def accuracy_verdicts(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    c = runs["central"]["accuracy"]
+    """One verdict per target whose runs are in `runs`."""
+    out = []
+    for tid, row in _verdict_rows(runs).items():
+        if all(name in runs for name in NEEDS[tid]):
+            out.append(row())
+    return out
+
+
+def _verdict_rows(runs: dict[str, dict[str, Any]]):
+    c = runs.get("central", {}).get("accuracy")
 
     def row(tid, what, acc, ref, ref_name, limit, extra=""):
         gap = 100 * (ref - acc)  # > 0: behind the reference
@@ -138,29 +165,19 @@ def accuracy_verdicts(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             "note": extra,
         }
 
-    r16 = runs["ring16"]["accuracy"]
-    return [
-        row("A1", "ring (secure), 8 peers, IID", runs["ring8_iid"]["accuracy"], c, "centralized", 0.3),
-        row("A2", "ring (secure), 8 peers, Dir α=0.5", runs["ring8_dir"]["accuracy"], c, "centralized", 1.0),
-        row(
-            "A3",
-            "gossip, torus 4×4, IID",
-            runs["torus16"]["accuracy"],
-            r16,
-            "ring (secure), 16 peers",
-            1.0,
-            f"mean model {100 * runs['torus16']['mean_model_accuracy']:.2f}%",
-        ),
-        row(
-            "A4",
-            "gossip, exponential-16, IID",
-            runs["exp16"]["accuracy"],
-            r16,
-            "ring (secure), 16 peers",
-            1.0,
-            f"mean model {100 * runs['exp16']['mean_model_accuracy']:.2f}%",
-        ),
-    ]  # fmt: skip
+    r16 = runs.get("ring16", {}).get("accuracy")
+
+    def mm(name):
+        return f"mean model {100 * runs[name]['mean_model_accuracy']:.2f}%"
+
+    # fmt: off
+    return {
+        "A1": lambda: row("A1", "ring (secure), 8 peers, IID", runs["ring8_iid"]["accuracy"], c, "centralized", 0.3),
+        "A2": lambda: row("A2", "ring (secure), 8 peers, Dir α=0.5", runs["ring8_dir"]["accuracy"], c, "centralized", 1.0),
+        "A3": lambda: row("A3", "gossip, torus 4×4, IID", runs["torus16"]["accuracy"], r16, "ring (secure), 16 peers", 1.0, mm("torus16")),
+        "A4": lambda: row("A4", "gossip, exponential-16, IID", runs["exp16"]["accuracy"], r16, "ring (secure), 16 peers", 1.0, mm("exp16")),
+    }
+    # fmt: on
 
 
 # ---------------------------------------------------------------- speed
@@ -263,14 +280,18 @@ def scale_run(n: int, rounds: int, secure: bool, train_subset, timeout: float) -
 def markdown(verdicts, sweep: Sweep, runs, quick, scale) -> str:
     lines = []
     if verdicts:
-        g = runs["ring16"]["rounds"]
+        g = runs["ring16"]["rounds"] if "ring16" in runs else "–"
         lines += [
             f"Accuracy at the same sample budget: MNIST, {sweep.model.upper()}, {sweep.rounds} "
             f"rounds (A3/A4: {g} rounds) × {sweep.local_epochs} local epoch, "
             f"batch {sweep.batch_size}, "
-            f"lr {sweep.lr}, momentum {sweep.momentum}, seed {runs['central']['seed']}"
+            f"lr {sweep.lr}, momentum {sweep.momentum}, seed {next(iter(runs.values()))['seed']}"
             + ("" if sweep.train_subset is None else f", train subset {sweep.train_subset}")
-            + f"; centralized: {runs['central']['epochs']:.0f} epochs on the pooled data.",
+            + (
+                f"; centralized: {runs['central']['epochs']:.0f} epochs on the pooled data."
+                if "central" in runs
+                else "."
+            ),
             "",
             "| id | run | accuracy | reference | gap (pp) | target | met |",
             "|---|---|---|---|---|---|---|",
@@ -326,6 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--train-subset", type=int, help="fixed random subset of the training set")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run")
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument(
+        "--targets", nargs="+", choices=tuple(NEEDS), default=list(NEEDS), help="accuracy targets"
+    )
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument(
         "--quickstart-threads",
@@ -372,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not a.skip_accuracy:
         g_rounds = 2 if a.quick else a.gossip_rounds
         gossip_sweep = dataclasses.replace(sweep, rounds=g_rounds, eval_every=g_rounds)
-        runs = accuracy_runs(sweep, gossip_sweep, a.seed, store, log)
+        runs = accuracy_runs(sweep, gossip_sweep, a.seed, store, log, a.targets)
         verdicts = accuracy_verdicts(runs)
     if not a.skip_speed:
         for threads in a.quickstart_threads:
@@ -393,7 +417,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     md = markdown(verdicts, sweep, runs, quick, scale)
     (out / f"{STEM}.md").write_text(md + "\n")
     if verdicts:  # keep each setting's verdicts beside the latest
-        tag = f"{sweep.model}_R{sweep.rounds}_G{runs['ring16']['rounds']}"
+        tag = (
+            f"{sweep.model}_R{sweep.rounds}_G{runs['ring16']['rounds']}" if "ring16" in runs else ""
+        )
+        tag = tag or f"{sweep.model}_R{sweep.rounds}_{'_'.join(a.targets)}"
         (out / f"{STEM}_{tag}.md").write_text(md + "\n")
     print(md)
     return 0

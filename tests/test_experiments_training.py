@@ -79,6 +79,19 @@ def test_sweep_runs_every_method_with_one_budget_and_resumes(tmp_path, capsys):
         assert all(r["consensus_distance"] >= 0 and 0 < r["spectral_gap"] <= 1 for r in gossip)
         assert next(r for r in cell if r["method"] == "ring-secure")["secure"] is True
 
+    # The Dirichlet cell reused the IID cell's centralized run: check it is the same number.
+    from ringfl.sim import prepare_data
+
+    sweep = ct.Sweep(rounds=1, train_subset=300, test_subset=200)
+    reused = next(r for r in recs if r["method"] == "centralized" and r["partition"] == "dir0.5")
+    assert (
+        reused["reused_from"].startswith("batch_size") and "partition=iid" in reused["reused_from"]
+    )
+    run = ct.Run("dir0.5", 4, 0, "centralized")
+    data = prepare_data(ct.make_config(sweep, "dir0.5", 0), 4)
+    assert run.key(sweep) == reused["key"]
+    assert ct.run_one(run, sweep, data, None)["accuracy"] == reused["accuracy"]
+
     curves = sorted((tmp_path / "compare_training_curves").glob("*.csv"))
     assert len(curves) == 2 * len(ct.SIM_METHODS)
     assert all(len(ct.read_curve(c)) == 1 for c in curves)  # 1 round, evaluated once
