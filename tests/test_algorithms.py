@@ -10,6 +10,7 @@ import torch
 from ringfl.algorithms import StarSum, shared_indices
 from ringfl.config import AlgorithmConfig, Config, DataConfig, ModelConfig, TrainConfig
 from ringfl.data import load_digits
+from ringfl.errors import ConfigError
 from ringfl.learner import Learner, make_learner, session_id
 from ringfl.partition import dirichlet
 from ringfl.sim import simulation_keys
@@ -99,22 +100,25 @@ def test_ring_is_weighted_fedavg_and_bit_identical(digits, n):
     assert [lr.num_samples for lr in ls] == [len(lr.trainer.data) for lr in ls]
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 7])
-def test_secure_ring_matches_weighted_mean_and_is_bit_identical(digits, n):
-    import warnings
-
-    _, plain = learners_for(digits, n, "ring")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # N = 1: nothing to mask
+@pytest.mark.parametrize("n", [1, 2])
+def test_secure_ring_needs_three_peers(digits, n):
+    with pytest.raises(ConfigError, match="min_contributors"):
         _, ls = learners_for(digits, n, "ring", secure=True)
-        for r in range(2):
-            starts, local, run = run_round(ls, r)
-            run_round(plain, r)
-            weights = [lr.num_samples for lr in ls]
-            expected = weighted_reference(starts[0].astype(np.float64), local, weights)
-            # fixed point: ~2^-27 per value; float32 otherwise
-            np.testing.assert_allclose(ls[0].flat(), expected, rtol=1e-4, atol=1e-6)
-            assert len({lr.state_hash() for lr in ls}) == 1
+        run_round(ls, 0)
+
+
+@pytest.mark.parametrize("n", [3, 7])
+def test_secure_ring_matches_weighted_mean_and_is_bit_identical(digits, n):
+    _, plain = learners_for(digits, n, "ring")
+    _, ls = learners_for(digits, n, "ring", secure=True)
+    for r in range(2):
+        starts, local, run = run_round(ls, r)
+        run_round(plain, r)
+        weights = [lr.num_samples for lr in ls]
+        expected = weighted_reference(starts[0].astype(np.float64), local, weights)
+        # fixed point: ~2^-27 per value; float32 otherwise
+        np.testing.assert_allclose(ls[0].flat(), expected, rtol=1e-4, atol=1e-6)
+        assert len({lr.state_hash() for lr in ls}) == 1
     np.testing.assert_allclose(ls[0].flat(), plain[0].flat(), rtol=1e-4, atol=1e-5)
 
 

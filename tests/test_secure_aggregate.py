@@ -31,7 +31,7 @@ from ringfl.secure.aggregate import (
 from ringfl.secure.graph import masking_graph
 from ringfl.secure.keys import PeerKeys
 from ringfl.secure.prg import expand
-from ringfl.transport.memory import Crash, MemoryNetwork
+from ringfl.transport.memory import Crash, Inject, MemoryNetwork
 
 SESSION, ROUND = 77, 5
 
@@ -104,7 +104,7 @@ def capture_run(machines, faults=()):
 # -- exactness ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("n", [2, 3, 5, 8])
+@pytest.mark.parametrize("n", [3, 5, 8])
 def test_masked_sum_decodes_to_the_exact_fixed_point_sum(n: int) -> None:
     for seed in range(8):
         m = [0, 1, n - 1, 1000, 4099][seed % 5] + seed
@@ -144,12 +144,25 @@ def test_64_bit_words_and_kregular_graph() -> None:
     assert all(machines[p].mask_neighbours == 4 for p in ring)
 
 
-def test_single_peer_returns_its_input_with_a_warning() -> None:
-    ring, xs, machines = make(1, 10, 0)
-    with pytest.warns(RuntimeWarning, match="cannot mask"):
-        res = MemoryNetwork().run(machines)
-    np.testing.assert_array_equal(res.results[0], xs[0])
-    assert machines[0].members == (0,)
+@pytest.mark.parametrize("n", [1, 2])
+def test_rings_of_fewer_than_three_are_refused(n: int) -> None:
+    """With two contributors each would learn the other's input: never a secure sum."""
+    with pytest.raises(ConfigError, match="at least 3 .min_contributors.*other's input"):
+        make(n, 10, 0)
+    with pytest.raises(ConfigError, match="min_contributors must be"):
+        make(5, 10, 0, masking=Masking(min_contributors=2))
+
+
+def test_min_contributors_can_be_raised() -> None:
+    ring, xs, machines = make(6, 500, 1, masking=Masking(min_contributors=6))
+    _, msgs = capture_run(machines)
+    victim = ring[2]
+    ring, xs, machines = make(6, 500, 1, masking=Masking(min_contributors=6))
+    with pytest.raises(SecureAggregationError, match="fewer than 6"):
+        MemoryNetwork().run(
+            machines, [Crash(victim, _send_index(msgs, victim, lambda s, k: s == SUM))]
+        )
+    assert not any(mm.result is not None for mm in machines.values())
 
 
 # -- what leaves a peer -------------------------------------------------------------------
@@ -174,10 +187,11 @@ def test_every_data_frame_is_uniform_and_uncorrelated_with_the_input() -> None:
             x[5].payload for x in mine if x[2] not in (SHARES, SUM) and x[5].payload.size == 1
         ]
         assert all(tok.tobytes() == b"\x01" for tok in tokens)  # carry no data
-        revealed = {x[5].header.chunk for x in mine if x[2] == REVEAL and x[5].payload.size > 1}
-        # only the lead's self-mask seed is revealed (forwarded around the ring)
-        assert machines[p]._sum_lead == ring[0]
-        assert revealed == ({ring[0]} if p != ring[-1] else set())  # the last does not forward
+        # every committee member (all of them: complete graph) reveals its own seed,
+        # after the commit, and forwards the others' (all but the last hop)
+        revealed = {x[5].header.chunk for x in mine if x[2] == REVEAL}
+        assert revealed == set(ring) - {ring[(ring.index(p) + 1) % n]}
+        assert all(x[5].payload.size == 33 for x in mine if x[2] == REVEAL)
         assert {x[2] for x in mine} == {SHARES, SUM, SUMMED, REVEAL, FINISH}
         # what it sent at reduce-scatter step 0 is its own (masked) input
         pos = ring.index(p)
@@ -227,10 +241,11 @@ def _neighbour_attack(n, m, seed, masking, *, colluders_of):
         chunk = ring.index(victim)
         a, b = split(chunk * m // n, (chunk + 1) * m // n, (1 << 20) // 4, 2)[msg.header.segment]
         est = msg.payload.copy()
-        if machines[succ]._sum_lead == victim:  # its self mask is revealed at the end
-            est -= expand(machines[succ]._lead_seed, a, b)
+        committee = machines[succ]._committees[0]
+        if victim in committee:  # its self mask is revealed at the end
+            est -= expand(machines[succ]._seeds[committee.index(victim)], a, b)
         for c in colluders & graph[victim]:
-            key = machines[c]._pair_key(victim)
+            key = machines[c]._secrets[0].pair_key(victim)
             mask = expand(key, a, b)
             if c > victim:
                 est -= mask
@@ -386,17 +401,19 @@ def test_fewer_than_threshold_survivors_abort_and_reveal_nothing() -> None:
     faults = [Crash(p, _send_index(msgs, p, lambda s, k: s == SUM and k == 1)) for p in victims]
     ring, xs, machines = make(n, m, 12)
     frames: list = []
-    with pytest.raises(SecureAggregationError, match="fewer than the threshold 3"):
+    with pytest.raises(SecureAggregationError, match="fewer than 3 .threshold 3"):
         MemoryNetwork().run(machines, faults, capture=frames)
     assert not any(mm.result is not None for mm in machines.values())
     stages = {unpack_step(wire.decode(f, max_elements=1 << 28).header.step)[0] for *_, f in frames}
     assert REVEAL not in stages and FINISH not in stages  # no self-mask seed left a peer
 
 
-def test_two_peers_cannot_lose_one() -> None:
-    ring, xs, machines = make(2, 100, 13)
-    with pytest.raises(SecureAggregationError, match="threshold 2"):
+def test_three_peers_cannot_lose_one() -> None:
+    """Two contributors would learn each other's input: the survivors stop and say why."""
+    ring, xs, machines = make(3, 100, 13)
+    with pytest.raises(SecureAggregationError, match="two peers cannot sum securely"):
         MemoryNetwork().run(machines, [Crash(ring[0], 2)])
+    assert not any(mm.result is not None for mm in machines.values())
 
 
 # -- configuration and bad input ----------------------------------------------------------
@@ -502,7 +519,7 @@ def test_secure_allreduce_over_zeromq_tcp_in_threads() -> None:
 
 @pytest.mark.parametrize(
     ("n", "m", "masking"),
-    [(5, 4_099, {}), (11, 2_003, {"complete_up_to": 4, "degree": 4}), (3, 0, {}), (2, 1, {})],
+    [(5, 4_099, {}), (11, 2_003, {"complete_up_to": 4, "degree": 4}), (3, 0, {}), (3, 1, {})],
 )
 def test_eager_and_segmentwise_masking_send_identical_frames(n, m, masking) -> None:
     runs = []
@@ -529,38 +546,93 @@ def _share_blob_sizes(msgs) -> dict[tuple[int, int], set[int]]:
     return sizes
 
 
-def test_only_the_lead_shares_its_self_mask_seed() -> None:
-    n, m = 7, 1_001
-    ring, xs, machines = make(n, m, 50)
-    res, msgs = capture_run(machines)
-    check_result(res, machines, xs, ring)
-    sizes = _share_blob_sizes(msgs)
-    assert sizes == {(0, p): {32 + shamir.SEALED_BYTES * n if p == ring[0] else 32} for p in ring}
+def test_only_the_self_mask_committee_shares_seeds() -> None:
+    """Complete graph: every member self-masks and shares; sparse graph: k + 1 do."""
+    for n, masking, size in ((7, Masking(), 7), (12, Masking(complete_up_to=4, degree=4), 5)):
+        ring, xs, machines = make(n, 1_001, 50, masking=masking)
+        res, msgs = capture_run(machines)
+        check_result(res, machines, xs, ring)
+        committee = machines[ring[0]]._committees[0]
+        assert len(committee) == size
+        assert all(machines[p]._committees[0] == committee for p in ring)
+        sizes = _share_blob_sizes(msgs)
+        full = 32 + shamir.SEALED_BYTES * n
+        assert sizes == {(0, p): {full if p in committee else 32} for p in ring}
 
 
-@pytest.mark.parametrize("where", ["shares", "reduce-scatter", "summed"])
-def test_a_lost_lead_is_replaced_by_one_that_shares_its_seed_first(where) -> None:
+@pytest.mark.parametrize("where", ["shares", "reduce-scatter", "summed", "reveal"])
+def test_a_lost_committee_member_is_rebuilt_only_if_it_contributed(where) -> None:
+    """Lost before the commit: a new attempt with fresh keys and seeds, without it. Lost
+    after: it stays a contributor and its seed is rebuilt from the survivors' shares."""
     n, m = 6, 3_001
     ring, xs, machines = make(n, m, 51)
     _, msgs = capture_run(machines)
-    lead = ring[0]
+    victim = ring[0]
     pred = {
         "shares": lambda s, k: s == SHARES and k == 1,
         "reduce-scatter": lambda s, k: s == SUM and k == 2,
         "summed": lambda s, k: s == SUMMED,
+        "reveal": lambda s, k: s == REVEAL and k == 0,
     }
     ring, xs, machines = make(n, m, 51)
-    res, msgs = capture_run(machines, [Crash(lead, _send_index(msgs, lead, pred[where]))])
-    assert res.dead == {lead}
+    res, msgs = capture_run(machines, [Crash(victim, _send_index(msgs, victim, pred[where]))])
+    assert res.dead == {victim}
     members = check_result(res, machines, xs, ring)
+    survivor = machines[ring[1]]
     sizes = _share_blob_sizes(msgs)
     full = 32 + shamir.SEALED_BYTES * n
-    assert all(v == {full if p == lead else 32} for (e, p), v in sizes.items() if e == 0)
-    if where == "summed":  # the lead contributed: its seed is rebuilt from shares
-        assert lead in members and all(e == 0 for e, _ in sizes)
-    else:  # a new attempt among the survivors, led by a fresh peer that shares first
-        assert lead not in members
+    if where in ("summed", "reveal"):
+        assert victim in members and all(e == 0 for e, _ in sizes)
+        revealed_by_victim = [x for x in msgs if x[0] == victim and x[2] == REVEAL]
+        assert len(revealed_by_victim) == (1 if where == "reveal" else 0)
+    else:
+        assert victim not in members and survivor.attempts == (1 if where == "shares" else 2)
         later = {p: v for (e, p), v in sizes.items() if e > 0}
-        new_lead = machines[ring[1]]._sum_lead
-        assert new_lead != lead and later[new_lead] == {full}
-        assert all(v == {32} for p, v in later.items() if p != new_lead)
+        assert set(later) == set(ring) - {victim} and all(v == {full} for v in later.values())
+        # fresh ephemeral keys for the new attempt
+        eph = {
+            e: {x[5].payload.tobytes()[:32] for x in msgs if x[2] == SHARES and x[3] == e}
+            for e in (0, 1)
+        }
+        assert not eph[0] & eph[1]
+
+
+def test_a_flooding_member_cannot_make_a_peer_hold_more_than_its_bound() -> None:
+    """An authenticated member floods a peer with frames for later stages and epochs
+    (large payloads, every kind of slot): what the peer holds stays within its bound,
+    the flood is refused, and the round still completes with the exact sum."""
+    n, m = 5, 40_000
+    ring, xs, machines = make(n, m, 60)
+    target = ring[2]
+    pred, flooder = ring[1], ring[4]
+    rng = np.random.default_rng(60)
+    injects, flood_bytes = [], 0
+    for i in range(3_000):
+        stage = int(rng.choice([SUM, SUMMED, REVEAL, FINISH]))
+        sender = pred if i % 3 == 0 else flooder
+        epoch = int(rng.integers(1, 3)) if sender == pred else int(rng.integers(0, 3))
+        if stage == SUM:
+            payload = rng.integers(0, 2**32, int(rng.integers(1, 1 << 14)), dtype=np.uint32)
+        else:
+            payload = rng.integers(0, 256, int(rng.integers(1, 1 << 16)), dtype=np.uint8)
+        h = Header(
+            Kind.SECURE,
+            SESSION,
+            ROUND,
+            pack_step(stage, epoch, int(rng.integers(0, 8))),
+            int(rng.integers(0, n)),
+            int(rng.integers(0, 3)),
+            sender,
+            payload.dtype.name,
+            payload.shape[0],
+        )
+        frames = tuple(bytes(f) for f in wire.encode(Message(h, payload)))
+        injects.append(Inject(target, frames, at_s=float(rng.uniform(0, 2e-3)), sender=sender))
+        flood_bytes += payload.nbytes
+    res = MemoryNetwork().run(machines, injects)
+    check_result(res, machines, xs, ring)
+    mach = machines[target]
+    assert flood_bytes > 50 * mach.held_bytes_bound
+    assert mach.held_bytes_peak <= mach.held_bytes_bound
+    refused = [why for peer, why in res.rejected if peer == target]
+    assert len(refused) >= 2_900

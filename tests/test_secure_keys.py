@@ -77,11 +77,12 @@ def test_pairwise_secret_agrees_and_is_bound_to_context() -> None:
         pairwise_secret(a, 1, b.public_bytes, 2, session=12, round=4, purpose="mask"),
         pairwise_secret(a, 1, b.public_bytes, 2, session=11, round=5, purpose="mask"),
         pairwise_secret(a, 1, b.public_bytes, 2, session=11, round=4, purpose="share-enc"),
+        pairwise_secret(a, 1, b.public_bytes, 2, session=11, round=4, attempt=1, purpose="mask"),
         pairwise_secret(a, 1, b.public_bytes, 3, **ctx),  # other pair ids
         pairwise_secret(a, 1, c.public_bytes, 2, **ctx),  # other key
         s_ab,
     }
-    assert len(variants) == 6
+    assert len(variants) == 7
     # directed: one secret per direction, both ends agree
     ab = pairwise_secret(a, 1, b.public_bytes, 2, session=1, round=1, purpose="x", sender=1)
     ba = pairwise_secret(a, 1, b.public_bytes, 2, session=1, round=1, purpose="x", sender=2)

@@ -1,4 +1,4 @@
-"""Shamir t-of-n over 32-byte secrets (pycryptodome) and sealed shares (AES-GCM)."""
+"""Shamir t-of-n over 32-byte secrets (GF(2^31 − 1), numpy) and sealed shares (AES-GCM)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from ringfl.errors import ConfigError, SecureAggregationError
 from ringfl.secure.shamir import (
     SEALED_BYTES,
+    SHARE_BYTES,
     combine_shares,
     default_threshold,
     open_share,
@@ -24,13 +25,17 @@ def test_any_t_shares_rebuild_and_fewer_do_not(n: int) -> None:
     assert t == n // 2 + 1
     secret = os.urandom(32)
     shares = split_secret(secret, t, n)
-    assert len(shares) == n and all(len(s) == 32 for s in shares)
+    assert len(shares) == n and all(len(s) == SHARE_BYTES for s in shares)
     for subset in itertools.combinations(range(n), t):
         assert combine_shares({i + 1: shares[i] for i in subset}, t) == secret
     if t > 1:
         # t-1 shares interpolate to something else (t-1 shares say nothing about it)
         sub = {i + 1: shares[i] for i in range(t - 1)}
-        assert combine_shares(sub, t - 1) != secret
+        # (or to no valid secret at all: a limb out of range)
+        try:
+            assert combine_shares(sub, t - 1) != secret
+        except SecureAggregationError as exc:
+            assert "valid secret" in str(exc)
         with pytest.raises(SecureAggregationError, match="needs"):
             combine_shares(sub, t)
 
@@ -45,7 +50,7 @@ def test_split_checks_its_arguments() -> None:
 
 
 def test_sealed_shares_are_bound_to_their_context() -> None:
-    key, share = os.urandom(32), os.urandom(32)
+    key, share = os.urandom(32), os.urandom(SHARE_BYTES)
     ctx = dict(session=3, round=9, sender=1, recipient=2, context=b"epk")
     sealed = seal_share(key, share, **ctx)
     assert len(sealed) == SEALED_BYTES and share not in sealed
@@ -69,7 +74,7 @@ def test_sealing_the_same_share_twice_uses_fresh_nonces() -> None:
     """A retried round seals under the same key: GCM nonces must never repeat."""
     key = os.urandom(32)
     ctx = dict(session=1, round=2, sender=0, recipient=1)
-    a, b = seal_share(key, bytes(32), **ctx), seal_share(key, bytes(range(32)), **ctx)
+    a, b = seal_share(key, bytes(36), **ctx), seal_share(key, bytes(range(36)), **ctx)
     assert a[:12] != b[:12]
-    assert open_share(key, a, **ctx) == bytes(32)
-    assert open_share(key, b, **ctx) == bytes(range(32))
+    assert open_share(key, a, **ctx) == bytes(36)
+    assert open_share(key, b, **ctx) == bytes(range(36))

@@ -1,115 +1,115 @@
 """Secure (masked) ring all-reduce as a sans-I/O state machine: `SecureRingAllReduce`.
 
 Every value that leaves a peer is masked; the peers learn only the sum of the inputs of
-the peers that contributed (`members`). Design (details and threat model in
-docs/security.md):
+the peers that contributed (`members`). Double masking after Bonawitz et al. (2017),
+run around a ring; docs/security.md has the threat model and the argument.
 
-1. SHARES: each peer draws a fresh ephemeral X25519 key e_i and self-mask seed b_i for
-   this round and sends e_i's public key. The lead of the coming attempt (public:
-   ring[0] for attempt 0, then chosen by SYNC) also Shamir-shares its b_i t-of-N, seals
-   share j for peer j (AES-256-GCM, key from the long-term X25519 keys + HKDF, purpose
-   "share-enc"; the associated data carries e_i's public key, which authenticates it)
-   and appends the sealed shares. Only a lead's seed can ever be revealed, so the other
-   peers skip the split and the long-term key agreements. A ring all-gather moves the
-   blobs.
-2. SUM (attempt a): each peer encodes its float delta to fixed point in Z_{2^k} and adds
-   Σ_{j>i} PRG(s_ij) − Σ_{j<i} PRG(s_ij) over its masking-graph neighbours j (s_ij from
-   the ephemeral keys + HKDF, purpose "mask"; graph drawn per round and attempt,
-   `ringfl.secure.graph`); the attempt's *lead* (a peer that led no earlier attempt,
-   the first in ring order at first) also adds its self mask PRG(b_lead). This happens
-   lazily, segment by segment, through the `source` hook of `RingAllReduce`, which then
-   runs the integer ring all-reduce. Pairwise masks cancel in the sum; the lead's self
-   mask keeps the sum masked until the contributors are fixed.
-3. SUMMED: a ring all-gather of one-byte tokens: afterwards every member knows that every
-   member holds the masked sum, so the set of contributors is fixed (committed).
-4. REVEAL: a ring all-gather in which the lead reveals b_lead (or, if the lead died after
-   contributing, every live peer reveals its share of b_lead and Shamir rebuilds it).
-5. FINISH: a ring all-gather of one-byte tokens, then each peer removes PRG(b_lead) and
-   decodes. This last lap guarantees that a peer finishes only when every live peer
-   already knows b_lead, so a finished peer is never needed for anyone's recovery.
+One attempt a (a = the epoch, i.e. the number of peers known lost when it starts):
 
-Dropouts. The driver reports lost peers with `peers_lost`; every live peer then starts a
-new epoch (epoch = number of peers known lost) with a SYNC all-gather of its progress
-among the survivors (ring order minus the lost peers) and all decide alike:
-- some member committed, or every survivor holds the sum of the newest attempt any of
-  them started: keep that sum (contributors fixed) and (re)run REVEAL;
-- else re-run SHARES (carrying the new lead's sealed shares) and then the SUM among the
-  survivors, led by a peer that led none of the earlier attempts. Survivors mask
-  afresh without the lost peers, so pairwise masks with a lost peer never have to be
-  rebuilt: no pairwise secret is ever revealed, and the only secret ever revealed is
-  the self mask of the committed attempt's lead, which masks no other attempt's sum.
-  This gives the guarantees of the double masking of Bonawitz et al. (2017) — a peer
-  wrongly declared lost keeps its input secret; an abandoned sum stays masked — while
-  unmasking costs one mask expansion instead of N.
-- A peer that already knows b_lead sends it to its new ring neighbours (SEEDS, flooded
-  along the ring) and finishes.
-Fewer than t live peers: `SecureAggregationError`, and no self-mask seed is revealed.
+1. SHARES: every live peer draws a fresh ephemeral X25519 key and a fresh self-mask
+   seed b_i^a (`ringfl.secure.shares`) and sends the ephemeral public key; a peer on the
+   attempt's self-mask *committee* (every member for a complete masking graph, else
+   k + 1 members picked by the attempt's public permutation) also sends its seed's
+   Shamir shares, sealed for each peer. A ring all-gather moves the blobs.
+2. SUM: y_i = enc(x_i) + Σ_{j>i} PRG(s_ij) − Σ_{j<i} PRG(s_ij) [+ PRG(b_i) on the
+   committee], over i's neighbours j in the attempt's masking graph; an integer ring
+   all-reduce adds the y_i. Pairwise masks cancel; the committee's self masks keep the
+   full sum masked, and no single peer — nor any coalition missing one committee
+   member — can remove them.
+3. SUMMED: a lap of tokens; afterwards every member knows that every member holds the
+   masked sum: the contributors are fixed (committed).
+4. REVEAL: each live committee member reveals its seed; for a committee member lost
+   after contributing, every live peer reveals its share and Shamir rebuilds the seed.
+5. FINISH: a lap of tokens, then every peer subtracts the committee's self masks and
+   decodes. A finished peer is never needed for anyone's recovery.
 
-The recovery relies on the driver telling every live peer about a loss consistently (as
-`MemoryNetwork` does: at a quiet point, the same lost peers to everyone). A peer that
-hears of a loss from a SYNC message first adopts it. A driver that suspects live peers
-(e.g. one timeout for all) ends the round with `SecureAggregationError` — safe, but no
-sum.
+Losses open a new epoch: a SYNC lap among the survivors exchanges progress, and all
+decide alike: keep the newest attempt's sum if some survivor committed or every survivor
+holds it (then REVEAL), else run a new attempt without the lost peers (fresh keys, fresh
+seeds). Only the committed attempt's seeds are ever revealed, so a sum of an abandoned
+attempt stays masked by seeds that no coalition below the threshold can rebuild, and a
+peer declared lost (rightly or not) before the commit keeps its input secret.
 
-Messages: kind `Kind.SECURE`; the header's `step` packs (stage, epoch, step), the inner
-all-reduce's chunk/segment fields are kept, all-gathers put the origin peer in `chunk`.
+Fewer than max(t, min_contributors) live peers: `SecureAggregationError`, nothing
+revealed. A peer that already knows the committed seeds and hears of a loss sends them
+to its new ring neighbours (SEEDS) and finishes.
+
+Transitions live in `_TRANSITIONS`; messages and blob layouts in
+`ringfl.secure.messages`; held-back frames in `ringfl.secure.holding`.
 """
 
 from __future__ import annotations
 
 import os
-import struct
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ringfl.collective.allreduce import RingAllReduce, ring_positions
+from ringfl.collective.base import segment_elements, split
 from ringfl.collective.events import Action, Done, Header, Kind, Message, Send
 from ringfl.errors import ConfigError, SecureAggregationError, WireError
 from ringfl.secure import shamir
 from ringfl.secure.fixedpoint import CHUNK_ELEMENTS, FixedPoint, default_frac_bits
-from ringfl.secure.graph import COMPLETE_UP_TO, masking_graph
-from ringfl.secure.keys import (
-    KEY_BYTES,
-    PeerKeys,
-    decode_public_key,
-    derive_pairwise,
-    key_agreement,
+from ringfl.secure.gather import Gather
+from ringfl.secure.graph import COMPLETE_UP_TO, masking_graph, permutation
+from ringfl.secure.holding import HeldFrames
+from ringfl.secure.keys import KEY_BYTES, PeerKeys, decode_public_key
+from ringfl.secure.messages import (
+    COMMITTED,
+    DTYPE_NAMES,
+    FINISH,
+    MAX_EPOCH,
+    REVEAL,
+    SEEDS,
+    SHARES,
+    STAGE_NAMES,
+    SUM,
+    SUMMED,
+    SYNC,
+    SyncState,
+    pack_seeds,
+    pack_step,
+    parse_seeds,
+    unpack_step,
 )
 from ringfl.secure.prg import MaskStreamer
+from ringfl.secure.shares import AttemptSecrets, LongTermKeys
 
-# Stages, in protocol order within an epoch (a message of a later stage is held back).
-SYNC, SHARES, SUM, SUMMED, REVEAL, FINISH, SEEDS = 1, 2, 3, 4, 5, 6, 7
-_STAGE_NAMES = {1: "SYNC", 2: "SHARES", 3: "SUM", 4: "SUMMED", 5: "REVEAL", 6: "FINISH", 7: "SEEDS"}
-_EPOCH_BITS, _STEP_BITS = 11, 18
-_MAX_EPOCH = (1 << _EPOCH_BITS) - 1
-_MAX_PENDING = 1 << 20
+__all__ = [
+    "FINISH",
+    "REVEAL",
+    "SEEDS",
+    "SHARES",
+    "SUM",
+    "SUMMED",
+    "SYNC",
+    "Masking",
+    "SecureRingAllReduce",
+    "pack_step",
+    "unpack_step",
+]
 
-#: dtype → name for the headers of the words and blobs this machine sends (looking up
-#: `dtype.name` costs more than the rest of building a small message).
-_DTYPE_NAMES = {np.dtype(t): np.dtype(t).name for t in (np.uint8, np.uint32, np.uint64)}
+#: The fewest contributors a secure sum may have: with two, each learns the other's input.
+MIN_CONTRIBUTORS = 3
 
-_SYNC_HEAD = struct.Struct("<B3xiiiII")  # flags, started, held, committed, n dead, n led
-_HAS_SHARES, _COMMITTED = 1, 2  # _HAS_SHARES is informational: new attempts re-run SHARES
-
-
-def pack_step(stage: int, epoch: int, step: int) -> int:
-    if not (0 < stage < 8 and 0 <= epoch <= _MAX_EPOCH and 0 <= step < 1 << _STEP_BITS):
-        raise ConfigError(f"secure step out of range: stage {stage} epoch {epoch} step {step}")
-    return (stage << (_EPOCH_BITS + _STEP_BITS)) | (epoch << _STEP_BITS) | step
-
-
-def unpack_step(value: int) -> tuple[int, int, int]:
-    return (
-        value >> (_EPOCH_BITS + _STEP_BITS),
-        (value >> _STEP_BITS) & _MAX_EPOCH,
-        value & ((1 << _STEP_BITS) - 1),
-    )
+# Events that move the machine on; every transition of the stage machine is here.
+GATHERED, SUMMED_UP, KEEP, RETRY = "gathered", "summed", "keep", "retry"
+_DONE = 0
+_TRANSITIONS: dict[tuple[int, str], int] = {
+    (SHARES, GATHERED): SUM,
+    (SUM, SUMMED_UP): SUMMED,
+    (SUMMED, GATHERED): REVEAL,
+    (REVEAL, GATHERED): FINISH,
+    (FINISH, GATHERED): _DONE,
+    (SYNC, KEEP): REVEAL,
+    (SYNC, RETRY): SHARES,
+}
+# Not in the table: a loss (`peers_lost`, or a SYNC naming new lost peers) moves any stage
+# to SYNC of a new epoch — or straight to done via SEEDS once the seeds are known, or to
+# abort below the survivor bound.
 
 
 @dataclass(frozen=True)
@@ -119,12 +119,12 @@ class Masking:
     bits: word size k (32 or 64). clip: inputs are clipped to [−clip, clip] (counted).
     frac_bits: fixed-point fractional bits f (default: the most that N·clip·2^f < 2^(k−1)
     allows). degree / complete_up_to: masking graph (`ringfl.secure.graph`).
-    threshold: t of the t-of-N sharing and the fewest survivors that may finish
-    (default ⌊N/2⌋ + 1). segment_bytes: all-reduce segment size. eager_bytes: a
-    contribution of at most this many bytes (words) is encoded and masked in one pass per
-    mask neighbour when the SUM starts, and its segments are slices of that array; a
-    larger one is masked segment by segment as the all-reduce asks for it (the words are
-    identical either way; this only trades memory for per-segment set-up cost).
+    threshold: t of the t-of-N sharing (default ⌊N/2⌋ + 1). min_contributors: a sum with
+    fewer contributors is never revealed (at least 3). segment_bytes: all-reduce segment
+    size. eager_bytes: a contribution of at most this many bytes is masked in one pass
+    when the SUM starts, a larger one segment by segment (the words are identical).
+    max_held_bytes / max_held_frames: bounds on frames held for a later stage (default:
+    about one round's legitimate traffic, see `SecureRingAllReduce`).
     """
 
     bits: int = 32
@@ -133,8 +133,11 @@ class Masking:
     degree: int | None = None
     complete_up_to: int = COMPLETE_UP_TO
     threshold: int | None = None
+    min_contributors: int = MIN_CONTRIBUTORS
     segment_bytes: int = 1 << 20
     eager_bytes: int = 1 << 20
+    max_held_bytes: int | None = None
+    max_held_frames: int | None = None
 
     def codec(self, n_peers: int) -> FixedPoint:
         f = (
@@ -148,41 +151,33 @@ class Masking:
         t = shamir.default_threshold(n_peers) if self.threshold is None else self.threshold
         return shamir.check_threshold(t, n_peers)
 
+    def survivors_needed(self, n_peers: int) -> int:
+        """The fewest live peers that may finish a round."""
+        if not isinstance(self.min_contributors, int) or self.min_contributors < MIN_CONTRIBUTORS:
+            raise ConfigError(
+                f"min_contributors must be an int ≥ {MIN_CONTRIBUTORS}, got "
+                f"{self.min_contributors!r}: with two contributors each learns the other's input"
+            )
+        return max(self.threshold_for(n_peers), self.min_contributors)
 
-class _Gather:
-    """Ring all-gather of one uint8 blob per ring member. At step s a member sends its
-    successor the blob that originated s hops upstream of it; n − 1 steps."""
 
-    def __init__(self, me: int, ring: list[int], own: np.ndarray) -> None:
-        self.me = me
-        self.ring = ring
-        self.n = n = len(ring)
-        self.pos = ring.index(me)
-        self.succ = ring[(self.pos + 1) % n]
-        self.pred = ring[(self.pos - 1) % n]
-        self.blobs: dict[int, np.ndarray] = {me: own}
-
-    @property
-    def complete(self) -> bool:
-        return len(self.blobs) == self.n
-
-    def first(self) -> list[tuple[int, int, np.ndarray]]:
-        return [] if self.n == 1 else [(0, self.me, self.blobs[self.me])]
-
-    def check(self, sender: int, step: int, origin: int) -> None:
-        if sender != self.pred:
-            raise WireError(f"from peer {sender}, expected ring predecessor {self.pred}")
-        if step >= self.n - 1:
-            raise WireError(f"step {step} ≥ {self.n - 1}")
-        want = self.ring[(self.pos - 1 - step) % self.n]
-        if origin != want:
-            raise WireError(f"blob of peer {origin} at step {step}, expected peer {want}")
-        if origin in self.blobs:
-            raise WireError(f"duplicate blob of peer {origin}")
-
-    def take(self, step: int, origin: int, blob: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
-        self.blobs[origin] = blob
-        return [(step + 1, origin, blob)] if step + 2 < self.n else []
+def committee(
+    members: Sequence[int],
+    graph: Mapping[int, frozenset[int]],
+    *,
+    session: int,
+    round: int,
+    attempt: int,
+) -> list[int]:
+    """The attempt's self-mask committee: every member when the masking graph is
+    complete, else the first k + 1 members of the attempt's public permutation (k = the
+    graph's degree), so a coalition holding a fraction γ of the peers contains the whole
+    committee with at most the probability that it holds some peer's k mask neighbours."""
+    n = len(members)
+    k = max((len(v) for v in graph.values()), default=0)
+    if k >= n - 1:
+        return sorted(members)
+    return sorted(permutation(members, session=session, round=round, attempt=attempt)[: k + 1])
 
 
 class SecureRingAllReduce:
@@ -197,10 +192,11 @@ class SecureRingAllReduce:
     After `Done`: `members` (contributors, ring order; divide by len(members) for the
     average), `clipped` (this peer's inputs clipped), `attempts`, `bytes_sent`.
     `data` must stay unchanged until the machine is done (it is encoded lazily).
-    `entropy(n)` gives n random bytes for the ephemeral key and self-mask seed (default
-    `os.urandom`; Shamir coefficients always come from the OS generator).
+    `entropy(n)` gives n random bytes for ephemeral keys, self-mask seeds and filler
+    (default `os.urandom`; Shamir coefficients always come from the OS generator).
 
-    N = 1: nothing can be masked; the input is returned as is, with a `RuntimeWarning`.
+    A ring needs at least `masking.min_contributors` (3) peers: `ConfigError` otherwise.
+    Frames for a later stage are held up to `held_bytes_bound` / `held_frames_bound`.
     """
 
     kind = Kind.SECURE
@@ -233,46 +229,60 @@ class SecureRingAllReduce:
         self.data = np.ascontiguousarray(x)
         self.length = x.shape[0]
         self.n0 = n = len(self.ring)
+        if n < max(masking.min_contributors, MIN_CONTRIBUTORS):
+            raise ConfigError(
+                f"secure all-reduce of peer {peer}: a ring of {n} peer(s) cannot sum securely; "
+                f"it needs at least {max(masking.min_contributors, MIN_CONTRIBUTORS)} "
+                "(min_contributors), since with two each peer would learn the other's input"
+            )
+        self.survivors_needed = masking.survivors_needed(n)
         self.codec = masking.codec(n)
         self.threshold = masking.threshold_for(n)
         if not isinstance(keys, PeerKeys):
             raise ConfigError(f"secure all-reduce of peer {peer}: keys must be PeerKeys")
-        self.keys = keys
-        self.public_keys: dict[int, bytes] = {}
+        pubs: dict[int, bytes] = {}
         for p in self.ring:
             if p not in public_keys:
                 raise ConfigError(f"secure all-reduce: no public_key for peer {p}")
-            self.public_keys[p] = decode_public_key(public_keys[p], where=f"public_key of peer {p}")
-        if self.public_keys[self.peer] != keys.public_bytes:
+            pubs[p] = decode_public_key(public_keys[p], where=f"public_key of peer {p}")
+        if pubs[self.peer] != keys.public_bytes:
             raise ConfigError(
                 f"secure all-reduce: public_key of peer {peer} does not match its private key"
             )
+        self._long_term = LongTermKeys(self.peer, keys, pubs)
         self._entropy = entropy
         self._index = {p: i for i, p in enumerate(self.ring)}  # Shamir index = i + 1
+        wd = self.codec.word_dtype
+        self._segment_words = segment_elements(masking.segment_bytes, wd)
+        words_bytes = self.length * wd.itemsize
+        self.held_bytes_bound = (
+            masking.max_held_bytes
+            if masking.max_held_bytes is not None
+            else min(1 << 28, 2 * words_bytes + n * n * 72 + (1 << 20))
+        )
+        self.held_frames_bound = (
+            masking.max_held_frames
+            if masking.max_held_frames is not None
+            else 8 * n + 4 * (words_bytes // masking.segment_bytes + 2 * n) + 64
+        )
+        self._held = HeldFrames(self.held_frames_bound, self.held_bytes_bound)
         # progress
         self.dead: set[int] = set()
         self.epoch = 0
         self.stage = 0
         self._done = False
-        self._pending: list[tuple[int, int, int, Message]] = []
-        self._gather: _Gather | None = None
+        self._gather: Gather | None = None
         self._inner: RingAllReduce | None = None
-        self._attempt = -1  # the SUM attempt under way or last run (= its epoch)
+        self._secrets: dict[int, AttemptSecrets] = {}  # attempt → this peer's secrets
+        self._committees: dict[int, list[int]] = {}
+        self._attempt = -1  # the attempt under way or last started
         self._attempt_members: list[int] = []
+        self._sum_started = -1  # newest attempt whose SUM this peer started
         self._sum_attempt = -1  # attempt whose masked sum this peer holds
         self._masked_sum: np.ndarray | None = None
-        self._committed = -1
         self._sum_members: list[int] = []
-        self._lead_seed: bytes | None = None  # self-mask seed of the committed sum's lead
-        self._next_lead = self.ring[0]
-        self._led: set[int] = set()  # leads of the attempts this peer started
-        self._attempt_lead = -1
-        self._sum_lead = -1
-        self._bundles: dict[int, bytes] = {}  # lead → its sealed shares, as received
-        self._eph_pub: dict[int, bytes] = {}
-        self._my_shares: dict[int, bytes] = {}
-        self._pair_keys: dict[int, bytes] = {}
-        self._long_term_shared: dict[int, bytes] = {}
+        self._committed = -1
+        self._seeds: list[bytes] | None = None  # committed committee's seeds, in order
         self._clipped: dict[int, int] = {}
         self._fresh_buffers = False
         self._scratch: np.ndarray | None = None
@@ -287,87 +297,6 @@ class SecureRingAllReduce:
         self.messages_sent = 0
         self.rejected: list[str] = []  # reasons for dropped held-back messages
         self.mask_neighbours = 0
-        if n > 1:
-            self._make_round_secrets()
-
-    # -- set-up ---------------------------------------------------------------------------
-
-    def _make_round_secrets(self) -> None:
-        raw = self._entropy(KEY_BYTES)
-        self._eph = X25519PrivateKey.from_private_bytes(bytes(raw))
-        eph_pub = self._eph.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
-        self._self_seed = bytes(self._entropy(KEY_BYTES))
-        self._shares_blob: bytes | None = None  # sealed shares of the self seed, once made
-        self._eph_pub[self.peer] = eph_pub
-
-    def _sealed_shares(self) -> bytes:
-        """Shamir shares of this peer's self-mask seed, share j sealed for peer j (made
-        once, only if this peer is chosen to lead an attempt; resent unchanged)."""
-        if self._shares_blob is not None:
-            return self._shares_blob
-        eph_pub = self._eph_pub[self.peer]
-        shares = shamir.split_secret(self._self_seed, self.threshold, self.n0)
-        parts = []
-        for p in self.ring:
-            if p == self.peer or p in self.dead:  # random filler: the wire looks uniform
-                parts.append(bytes(self._entropy(shamir.SEALED_BYTES)))
-                continue
-            key = self._share_key(p, sender=self.peer)
-            parts.append(
-                shamir.seal_share(
-                    key,
-                    shares[self._index[p]],
-                    session=self.session,
-                    round=self.round,
-                    sender=self.peer,
-                    recipient=p,
-                    context=eph_pub,
-                )
-            )
-        self._my_shares[self.peer] = shares[self._index[self.peer]]
-        self._shares_blob = b"".join(parts)
-        return self._shares_blob
-
-    def _share_blob_bytes(self, origin: int) -> int:
-        """Length of `origin`'s SHARES blob: its ephemeral public key, plus the sealed
-        shares of its self seed if it leads the coming attempt."""
-        extra = shamir.SEALED_BYTES * self.n0 if origin == self._next_lead else 0
-        return KEY_BYTES + extra
-
-    def _share_key(self, other: int, *, sender: int) -> bytes:
-        shared = self._long_term_shared.get(other)
-        if shared is None:  # one agreement per peer serves both directions
-            shared = key_agreement(self.keys, self.public_keys[other], other)
-            self._long_term_shared[other] = shared
-        return derive_pairwise(
-            shared,
-            self.peer,
-            self.public_keys[self.peer],
-            other,
-            self.public_keys[other],
-            session=self.session,
-            round=self.round,
-            purpose="share-enc",
-            sender=sender,
-        )
-
-    def _pair_key(self, other: int) -> bytes:
-        key = self._pair_keys.get(other)
-        if key is None:
-            key = derive_pairwise(
-                key_agreement(self._eph, self._eph_pub[other], other),
-                self.peer,
-                self._eph_pub[self.peer],
-                other,
-                self._eph_pub[other],
-                session=self.session,
-                round=self.round,
-                purpose="mask",
-            )
-            self._pair_keys[other] = key
-        return key
 
     # -- Machine protocol ---------------------------------------------------------------
 
@@ -375,18 +304,14 @@ class SecureRingAllReduce:
     def done(self) -> bool:
         return self._done
 
+    @property
+    def held_bytes_peak(self) -> int:
+        """The most payload bytes held back at once so far."""
+        return self._held.peak_bytes
+
     def start(self) -> list[Action]:
-        if self.n0 == 1:
-            warnings.warn(
-                f"secure all-reduce of peer {self.peer}: a ring of one peer cannot mask; "
-                "returning the input unchanged",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            self.members = (self.peer,)
-            return [self._finish(self.data.copy())]
         out: list[Action] = []
-        self._enter_shares(out)
+        self._enter(SHARES, out)
         self._drain(out)
         return out
 
@@ -415,31 +340,29 @@ class SecureRingAllReduce:
         if h.sender in self.dead:
             raise WireError(f"{name}: message from peer {h.sender}, which was declared lost")
         p = message.payload
-        if p.ndim != 1 or p.shape[0] != h.length or _DTYPE_NAMES.get(p.dtype) != h.dtype:
+        if p.ndim != 1 or p.shape[0] != h.length or DTYPE_NAMES.get(p.dtype) != h.dtype:
             raise WireError(f"{name}: payload does not match its header")
         stage, epoch, step = unpack_step(h.step)
-        if stage not in _STAGE_NAMES:
+        if stage not in STAGE_NAMES:
             raise WireError(f"{name}: unknown stage {stage}")
         out: list[Action] = []
         if stage == SEEDS:
             self._on_seeds(message, out)
             return out
         if stage == SYNC and epoch > self.epoch:
-            dead = self._parse_sync(message).dead
+            dead = self._sync_state(message.payload, h.sender).dead
             if not dead <= self.dead:
-                self._new_epoch(dead - self.dead, out)
+                self._new_epoch(set(dead - self.dead), out)
                 self._drain(out)
             if self._done:
                 return out
         if epoch < self.epoch or (epoch == self.epoch and stage < self.stage):
             raise WireError(
-                f"{name}: stale {_STAGE_NAMES[stage]} message of epoch {epoch} from "
-                f"{h.sender} (now epoch {self.epoch}, {_STAGE_NAMES.get(self.stage, '-')})"
+                f"{name}: stale {STAGE_NAMES[stage]} message of epoch {epoch} from "
+                f"{h.sender} (now epoch {self.epoch}, {STAGE_NAMES.get(self.stage, '-')})"
             )
         if epoch > self.epoch or stage > self.stage:
-            if len(self._pending) >= _MAX_PENDING:
-                raise WireError(f"{name}: too many messages held back")
-            self._pending.append((epoch, stage, step, message))
+            self._hold(stage, epoch, step, message)
             return out
         self._dispatch(stage, step, message, out)
         self._drain(out)
@@ -453,6 +376,31 @@ class SecureRingAllReduce:
         self._new_epoch(new, out)
         self._drain(out)
         return out
+
+    # -- transitions ----------------------------------------------------------------------
+
+    def _advance(self, event: str, out: list[Action]) -> None:
+        nxt = _TRANSITIONS.get((self.stage, event))
+        if nxt is None:
+            raise AssertionError(f"no transition from {STAGE_NAMES.get(self.stage)} on {event}")
+        self._enter(nxt, out)
+
+    def _enter(self, stage: int, out: list[Action]) -> None:
+        if stage == SHARES:
+            self._enter_shares(out)
+        elif stage == SUM:
+            self._enter_sum(out)
+        elif stage == SUMMED:
+            self._start_gather(SUMMED, self._attempt_members, np.ones(1, np.uint8), out)
+        elif stage == REVEAL:
+            self._enter_reveal(out)
+        elif stage == FINISH:
+            self._seeds = self._revealed_seeds()
+            self._start_gather(FINISH, self._live(), np.ones(1, np.uint8), out)
+        elif stage == _DONE:
+            out.append(self._finish(self._unmask()))
+        else:
+            raise AssertionError(f"cannot enter stage {stage}")
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -474,7 +422,7 @@ class SecureRingAllReduce:
             chunk,
             segment,
             self.peer,
-            _DTYPE_NAMES.get(payload.dtype) or payload.dtype.name,
+            DTYPE_NAMES.get(payload.dtype) or payload.dtype.name,
             payload.shape[0],
         )
         self.bytes_sent += payload.nbytes
@@ -484,29 +432,78 @@ class SecureRingAllReduce:
     def _finish(self, result: np.ndarray) -> Done:
         self._done = True
         self.result = result
-        self._pending.clear()
+        self._held.clear()
         return Done(result)
+
+    def _max_blob(self, stage: int) -> int:
+        n = self.n0
+        if stage == SHARES:
+            return KEY_BYTES + shamir.SEALED_BYTES * n
+        if stage == REVEAL:
+            return 1 + KEY_BYTES + shamir.SHARE_BYTES * n
+        if stage == SYNC:
+            return SyncState.max_bytes(n)
+        return 1
+
+    def _hold(self, stage: int, epoch: int, step: int, message: Message) -> None:
+        """Check a frame for a later stage of this epoch as far as possible now, then
+        hold it. Honest peers never send a later epoch's frames before this peer is in
+        that epoch (their SYNC lap needs this peer's blob first; a SYNC naming new lost
+        peers is adopted on arrival), so those are refused rather than held."""
+        h = message.header
+        name = f"secure all-reduce of peer {self.peer}"
+        if epoch != self.epoch:
+            raise WireError(
+                f"{name}: {STAGE_NAMES[stage]} frame of future epoch {epoch} (now {self.epoch})"
+            )
+        if stage == SUM:
+            if h.length > self._segment_words:
+                raise WireError(
+                    f"{name}: SUM frame of {h.length} words, segments hold at most "
+                    f"{self._segment_words}"
+                )
+        elif h.length > self._max_blob(stage):
+            raise WireError(f"{name}: {STAGE_NAMES[stage]} blob of {h.length} bytes is too long")
+        live = self._live()
+        pred = live[(live.index(self.peer) - 1) % len(live)]
+        if h.sender != pred:  # in an epoch only the ring predecessor sends to us
+            raise WireError(
+                f"{name}: {STAGE_NAMES[stage]} frame from {h.sender}, "
+                f"expected ring predecessor {pred}"
+            )
+        self._check_slot(stage, step, h, len(live))
+        self._held.hold(epoch, stage, (step, h.chunk, h.segment), message)
+
+    def _check_slot(self, stage: int, step: int, h: Header, n: int) -> None:
+        """A frame of the current epoch must name a slot that exists in this ring."""
+        if stage == SUM:
+            if step >= 2 * (n - 1) or h.chunk >= n:
+                raise WireError(f"SUM frame for step {step}, chunk {h.chunk}: no such slot")
+            m = self.length
+            segs = split(h.chunk * m // n, (h.chunk + 1) * m // n, self._segment_words, 2)
+            if h.segment >= len(segs) or segs[h.segment][1] - segs[h.segment][0] != h.length:
+                raise WireError(f"SUM frame for chunk {h.chunk} segment {h.segment}: bad slot")
+        elif step >= n - 1 or h.chunk not in self._index:
+            raise WireError(f"{STAGE_NAMES[stage]} frame for step {step}: no such slot")
 
     def _drain(self, out: list[Action]) -> None:
         """Deliver held-back messages that the current (epoch, stage) can now take."""
-        while not self._done and self._pending:
-            now = (self.epoch, self.stage)
-            keep: list[tuple[int, int, int, Message]] = []
-            ready = None
-            for item in self._pending:
-                if ready is None and (item[0], item[1]) == now:
-                    ready = item
-                elif (item[0], item[1]) < now:
-                    self.rejected.append(f"stale held-back message from {item[3].header.sender}")
-                else:
-                    keep.append(item)
-            self._pending = keep
-            if ready is None:
+        while not self._done:
+            key = (self.epoch, self.stage)
+            ready = self._held.take(*key)
+            if not ready:
                 return
-            try:
-                self._dispatch(ready[1], ready[2], ready[3], out)
-            except WireError as exc:
-                self.rejected.append(str(exc))
+            for message in ready:
+                if self._done or (self.epoch, self.stage) != key:
+                    self.rejected.append(
+                        f"held-back message from {message.header.sender} outlived its stage"
+                    )
+                    continue
+                _, _, step = unpack_step(message.header.step)
+                try:
+                    self._dispatch(key[1], step, message, out)
+                except WireError as exc:
+                    self.rejected.append(str(exc))
 
     def _dispatch(self, stage: int, step: int, message: Message, out: list[Action]) -> None:
         if stage == SUM:
@@ -514,15 +511,15 @@ class SecureRingAllReduce:
             return
         g = self._gather
         if g is None:
-            raise WireError(f"no all-gather under way for stage {_STAGE_NAMES[stage]}")
+            raise WireError(f"no all-gather under way for stage {STAGE_NAMES[stage]}")
         h = message.header
         try:
             g.check(h.sender, step, h.chunk)
         except WireError as exc:
-            raise WireError(f"secure {_STAGE_NAMES[stage]} of peer {self.peer}: {exc}") from None
+            raise WireError(f"secure {STAGE_NAMES[stage]} of peer {self.peer}: {exc}") from None
         blob = message.payload
         if blob.dtype != np.uint8:
-            raise WireError(f"secure {_STAGE_NAMES[stage]}: payload must be uint8")
+            raise WireError(f"secure {STAGE_NAMES[stage]}: payload must be uint8")
         self._check_blob(stage, h.chunk, blob)
         for s, origin, b in g.take(step, h.chunk, blob):
             self._send(out, g.succ, stage, s, origin, 0, b)
@@ -533,30 +530,23 @@ class SecureRingAllReduce:
         n = blob.shape[0]
         if stage == SHARES:
             want = self._share_blob_bytes(origin)
-            raw = blob.tobytes()
-            have = self._eph_pub.get(origin)
-            known = self._bundles.get(origin)
-            if (have is not None and have != raw[:KEY_BYTES]) or (
-                known is not None and n == want > KEY_BYTES and known != raw[KEY_BYTES:]
-            ):
-                raise SecureAggregationError(f"peer {origin} sent two different share blobs")
         elif stage == REVEAL:
-            want = self._reveal_length(origin)
+            want = self._reveal_blob_bytes(origin)
         elif stage in (SUMMED, FINISH):
             want = 1
         else:  # SYNC: validated by parsing
-            self._parse_blob_sync(blob, origin)
+            self._sync_state(blob, origin)
             return
         if n != want:
             raise WireError(
-                f"secure {_STAGE_NAMES[stage]}: blob of peer {origin} has {n} bytes, expected {want}"
+                f"secure {STAGE_NAMES[stage]}: blob of peer {origin} has {n} bytes, expected {want}"
             )
 
     def _start_gather(
         self, stage: int, ring: list[int], own: np.ndarray, out: list[Action]
     ) -> None:
         self.stage = stage
-        self._gather = g = _Gather(self.peer, ring, own)
+        self._gather = g = Gather(self.peer, ring, own)
         for s, origin, b in g.first():
             self._send(out, g.succ, stage, s, origin, 0, b)
         if g.complete:
@@ -564,16 +554,11 @@ class SecureRingAllReduce:
 
     def _gather_complete(self, stage: int, out: list[Action]) -> None:
         if stage == SHARES:
-            self._shares_complete(out)
-        elif stage == SUMMED:
-            self._committed = self._attempt
-            self._enter_reveal(out)
-        elif stage == REVEAL:
-            self._reveal_complete(out)
-        elif stage == FINISH:
-            out.append(self._finish(self._unmask()))
-        elif stage == SYNC:
+            self._open_shares()
+        if stage == SYNC:
             self._sync_complete(out)
+        else:
+            self._advance(GATHERED, out)
 
     def _live(self) -> list[int]:
         return [p for p in self.ring if p not in self.dead]
@@ -581,71 +566,75 @@ class SecureRingAllReduce:
     # -- SHARES ---------------------------------------------------------------------------
 
     def _enter_shares(self, out: list[Action]) -> None:
-        own = self._eph_pub[self.peer]
-        if self._next_lead == self.peer:
-            own += self._sealed_shares()
-        self._start_gather(SHARES, self._live(), np.frombuffer(own, dtype=np.uint8), out)
+        a = self.epoch
+        members = self._live()
+        self._attempt = a
+        self._attempt_members = members
+        graph = self._graph(a, members)
+        self._committees[a] = committee(
+            members, graph, session=self.session, round=self.round, attempt=a
+        )
+        secrets = AttemptSecrets(
+            self.peer, a, self._entropy, session=self.session, round=self.round
+        )
+        self._secrets[a] = secrets
+        own = secrets.eph_public
+        if self.peer in self._committees[a]:
+            own += secrets.sealed_shares(
+                self.ring, set(members), self.threshold, self._long_term, self._entropy
+            )
+        self._start_gather(SHARES, members, np.frombuffer(own, dtype=np.uint8), out)
 
-    def _absorb_bundles(self) -> None:
-        """Open this peer's shares in the blobs gathered so far (SHARES stage)."""
-        g = self._gather
-        if g is None or self.stage != SHARES:
-            return
-        for origin, blob in g.blobs.items():
+    def _graph(self, attempt: int, members: list[int]) -> dict[int, frozenset[int]]:
+        return masking_graph(
+            members,
+            session=self.session,
+            round=self.round,
+            attempt=attempt,
+            degree=self.masking.degree,
+            complete_up_to=self.masking.complete_up_to,
+        )
+
+    def _share_blob_bytes(self, origin: int) -> int:
+        """Length of `origin`'s SHARES blob: its ephemeral public key, plus its sealed
+        shares if it is on the attempt's committee."""
+        on = origin in self._committees[self._attempt]
+        return KEY_BYTES + (shamir.SEALED_BYTES * self.n0 if on else 0)
+
+    def _open_shares(self) -> None:
+        assert self._gather is not None
+        secrets = self._secrets[self._attempt]
+        slot = self._index[self.peer]
+        for origin, blob in self._gather.blobs.items():
             if origin == self.peer:
                 continue
             data = blob.tobytes()
-            eph_pub = data[:KEY_BYTES]
-            self._eph_pub.setdefault(origin, eph_pub)
-            if len(data) == KEY_BYTES or origin in self._my_shares:
-                continue
-            at = KEY_BYTES + shamir.SEALED_BYTES * self._index[self.peer]
-            self._my_shares[origin] = shamir.open_share(
-                self._share_key(origin, sender=origin),
-                data[at : at + shamir.SEALED_BYTES],
-                session=self.session,
-                round=self.round,
-                sender=origin,
-                recipient=self.peer,
-                context=eph_pub,
-            )
-            self._bundles[origin] = data[KEY_BYTES:]
-
-    def _shares_complete(self, out: list[Action]) -> None:
-        self._absorb_bundles()
-        self._enter_sum(out)
+            secrets.eph_publics[origin] = data[:KEY_BYTES]
+            if len(data) > KEY_BYTES:
+                secrets.open_share(origin, data[KEY_BYTES:], slot, self._long_term)
 
     # -- SUM ------------------------------------------------------------------------------
 
     def _enter_sum(self, out: list[Action]) -> None:
         self.stage = SUM
         self._gather = None
-        self._attempt = a = self.epoch
+        a = self._attempt
+        self._sum_started = a
         self.attempts += 1
-        members = self._live()
-        self._attempt_members = members
+        members = self._attempt_members
         self._clipped[a] = 0
-        graph = masking_graph(
-            members,
-            session=self.session,
-            round=self.round,
-            attempt=a,
-            degree=self.masking.degree,
-            complete_up_to=self.masking.complete_up_to,
-        )
-        nbrs = sorted(graph[self.peer])
+        secrets = self._secrets[a]
+        nbrs = sorted(self._graph(a, members)[self.peer])
         self.mask_neighbours = len(nbrs)
-        self._attempt_lead = lead = self._next_lead
-        self._led.add(lead)
-        add = [self._pair_key(j) for j in nbrs if j > self.peer]
-        if lead == self.peer:
-            add.append(self._self_seed)
-        sub = [self._pair_key(j) for j in nbrs if j < self.peer]
+        add = [secrets.pair_key(j) for j in nbrs if j > self.peer]
+        if self.peer in self._committees[a]:
+            add.append(secrets.self_seed)
+        sub = [secrets.pair_key(j) for j in nbrs if j < self.peer]
         wd = self.codec.word_dtype
         codec, x, streamer = self.codec, self.data, self._streamer
         if self.length * wd.itemsize <= self.masking.eager_bytes:
-            # Small contribution: one pass per mask neighbour instead of a cipher set-up
-            # per segment and neighbour; the all-reduce only reads the slices.
+            # Small contribution: one pass per mask key instead of a cipher set-up per
+            # segment and key; the all-reduce only reads the slices.
             masked = np.empty(self.length, dtype=wd)
             self._clipped[a] = codec.encode_into(x, masked, self._float_scratch)
             streamer.apply(masked, 0, add, sub)
@@ -656,7 +645,22 @@ class SecureRingAllReduce:
 
         else:
             source = self._lazy_source(a, add, sub)
-        self._run_sum(members, source, out)
+        self._inner = RingAllReduce(
+            self.peer,
+            members,
+            length=self.length,
+            dtype=wd,
+            source=source,
+            session=self.session,
+            round=self.round,
+            segment_bytes=self.masking.segment_bytes,
+        )
+        self._fresh_buffers = True
+        try:
+            acts = self._inner.start()
+        finally:
+            self._fresh_buffers = False
+        self._inner_actions(acts, out)
 
     def _lazy_source(
         self, a: int, add: list[bytes], sub: list[bytes]
@@ -678,27 +682,6 @@ class SecureRingAllReduce:
 
         return source
 
-    def _run_sum(
-        self, members: list[int], source: Callable[[int, int], np.ndarray], out: list[Action]
-    ) -> None:
-        wd = self.codec.word_dtype
-        self._inner = RingAllReduce(
-            self.peer,
-            members,
-            length=self.length,
-            dtype=wd,
-            source=source,
-            session=self.session,
-            round=self.round,
-            segment_bytes=self.masking.segment_bytes,
-        )
-        self._fresh_buffers = True
-        try:
-            acts = self._inner.start()
-        finally:
-            self._fresh_buffers = False
-        self._inner_actions(acts, out)
-
     def _on_sum(self, step: int, message: Message, out: list[Action]) -> None:
         inner = self._inner
         if inner is None:
@@ -715,97 +698,102 @@ class SecureRingAllReduce:
             h.dtype,
             h.length,
         )
-        acts = inner.receive(Message(inner_header, message.payload))
-        self._inner_actions(acts, out)
+        self._inner_actions(inner.receive(Message(inner_header, message.payload)), out)
 
     def _inner_actions(self, acts: list[Action], out: list[Action]) -> None:
-        for a in acts:
-            if isinstance(a, Send):
-                h = a.message.header
-                self._send(out, a.to, SUM, h.step, h.chunk, h.segment, a.message.payload)
+        for act in acts:
+            if isinstance(act, Send):
+                h = act.message.header
+                self._send(out, act.to, SUM, h.step, h.chunk, h.segment, act.message.payload)
             else:
-                self._masked_sum = a.result
+                self._masked_sum = act.result
                 self._sum_attempt = self._attempt
                 self._sum_members = list(self._attempt_members)
-                self._sum_lead = self._attempt_lead
-                self._start_gather(SUMMED, self._attempt_members, np.ones(1, np.uint8), out)
+                self._advance(SUMMED_UP, out)
 
     # -- REVEAL / FINISH ------------------------------------------------------------------
 
-    def _reveal_length(self, origin: int) -> int:
-        if self._sum_lead in self.dead:
-            return KEY_BYTES  # everyone reveals its share of the lost lead's seed
-        return KEY_BYTES if origin == self._sum_lead else 1
+    def _lost_committee(self) -> list[int]:
+        return [c for c in self._committees[self._sum_attempt] if c in self.dead]
+
+    def _reveal_blob_bytes(self, origin: int) -> int:
+        own = KEY_BYTES if origin in self._committees[self._sum_attempt] else 0
+        return 1 + own + shamir.SHARE_BYTES * len(self._lost_committee())
 
     def _enter_reveal(self, out: list[Action]) -> None:
-        lead = self._sum_lead
-        if lead in self.dead:
-            part = self._my_shares[lead]
-        elif lead == self.peer:
-            part = self._self_seed
-        else:
-            part = b"\x01"
+        a = self._sum_attempt
+        self._committed = a
+        secrets = self._secrets[a]
+        part = b"\x01"
+        if self.peer in self._committees[a]:
+            part += secrets.self_seed
+        for c in self._lost_committee():
+            part += secrets.my_shares[c]
         self._start_gather(REVEAL, self._live(), np.frombuffer(part, dtype=np.uint8), out)
 
-    def _reveal_complete(self, out: list[Action]) -> None:
+    def _revealed_seeds(self) -> list[bytes]:
+        """The committed committee's seeds, in committee order, from the REVEAL blobs."""
         assert self._gather is not None
+        a = self._sum_attempt
         blobs = {p: b.tobytes() for p, b in self._gather.blobs.items()}
-        lead = self._sum_lead
-        if lead in blobs:
-            self._lead_seed = blobs[lead]
-        else:
-            shares = {self._index[p] + 1: b for p, b in blobs.items()}
-            self._lead_seed = shamir.combine_shares(shares, self.threshold)
-        self._start_gather(FINISH, self._live(), np.ones(1, np.uint8), out)
+        lost = self._lost_committee()
+        seeds = []
+        for c in self._committees[a]:
+            if c in blobs:
+                seeds.append(blobs[c][1 : 1 + KEY_BYTES])
+                continue
+            at = lost.index(c)
+            shares = {}
+            for p, raw in blobs.items():
+                base = 1 + (KEY_BYTES if p in self._committees[a] else 0)
+                shares[self._index[p] + 1] = raw[
+                    base + at * shamir.SHARE_BYTES : base + (at + 1) * shamir.SHARE_BYTES
+                ]
+            seeds.append(shamir.combine_shares(shares, self.threshold))
+        return seeds
 
     def _unmask(self) -> np.ndarray:
-        assert self._masked_sum is not None and self._lead_seed is not None
+        assert self._masked_sum is not None and self._seeds is not None
         words = self._masked_sum
         result = np.empty(self.length, dtype=self.data.dtype)
         scratch = np.empty(min(self.length, CHUNK_ELEMENTS), dtype=words.dtype)
         for a in range(0, self.length, CHUNK_ELEMENTS):
             b = min(self.length, a + CHUNK_ELEMENTS)
             w = scratch[: b - a]
-            # words[a:b] − mask into scratch: the sum itself may still be on its way out
+            # words[a:b] − masks into scratch: the sum itself may still be on its way out
             # (zero-copy sends) and must not be written
-            self._streamer.fill(self._lead_seed, w, a)
-            np.subtract(words[a:b], w, out=w)
+            np.copyto(w, words[a:b])
+            self._streamer.apply(w, a, (), self._seeds)
             self.codec.decode(w, out=result[a:b])
         self.members = tuple(self._sum_members)
         self.clipped = self._clipped.get(self._sum_attempt, 0)
         return result
 
-    # -- SEEDS (recovery shortcut) -------------------------------------------------------------
-
-    def _seeds_payload(self) -> np.ndarray:
-        assert self._lead_seed is not None
-        dead = sorted(self.dead)
-        head = struct.pack(f"<iI{len(dead)}I", self._sum_attempt, len(dead), *dead)
-        return np.frombuffer(head + self._lead_seed, dtype=np.uint8)
+    # -- SEEDS (recovery shortcut) --------------------------------------------------------
 
     def _flood_seeds(self, out: list[Action], skip: int | None = None) -> None:
+        assert self._seeds is not None
         live = self._live()
         if len(live) > 1:
             i = live.index(self.peer)
-            payload = self._seeds_payload()
+            raw = pack_seeds(self._sum_attempt, self.dead, self._seeds)
+            payload = np.frombuffer(raw, dtype=np.uint8)
             for to in dict.fromkeys((live[(i + 1) % len(live)], live[(i - 1) % len(live)])):
                 if to != skip:
                     self._send(out, to, SEEDS, 0, 0, 0, payload)
         out.append(self._finish(self._unmask()))
 
     def _on_seeds(self, message: Message, out: list[Action]) -> None:
-        raw = message.payload.tobytes() if message.payload.dtype == np.uint8 else b""
-        if len(raw) < 8:
-            raise WireError("secure SEEDS: malformed payload")
-        attempt, ndead = struct.unpack_from("<iI", raw)
+        if message.payload.dtype != np.uint8:
+            raise WireError("secure SEEDS: payload must be uint8")
+        attempt, dead, seeds = parse_seeds(message.payload.tobytes(), KEY_BYTES)
         if self._masked_sum is None or attempt != self._sum_attempt:
             raise WireError(f"secure SEEDS for attempt {attempt}, this peer holds no such sum")
-        if len(raw) != 8 + 4 * ndead + KEY_BYTES:
-            raise WireError("secure SEEDS: bad payload length")
-        dead = set(struct.unpack_from(f"<{ndead}I", raw, 8))
+        if len(seeds) != len(self._committees[attempt]):
+            raise WireError("secure SEEDS: wrong number of seeds")
         if self.peer in dead or not dead <= set(self._index):
             raise WireError("secure SEEDS: bad list of lost peers")
-        self._lead_seed = raw[8 + 4 * ndead :]
+        self._seeds = seeds
         self.dead |= dead
         self._flood_seeds(out, skip=message.header.sender)
 
@@ -817,66 +805,56 @@ class SecureRingAllReduce:
             raise SecureAggregationError(
                 f"secure all-reduce: peer {self.peer} was declared lost by the others"
             )
-        if self._lead_seed is not None:  # this peer can finish; make sure the others can too
+        if self._seeds is not None:  # this peer can finish; make sure the others can too
             self._flood_seeds(out)
             return
         live = self._live()
-        if len(live) < self.threshold:
+        if len(live) < self.survivors_needed:
             self._done = True
+            why = (
+                "two peers cannot sum securely: each would learn the other's input"
+                if len(live) == 2
+                else "the sum needs at least max(threshold, min_contributors) peers"
+            )
             raise SecureAggregationError(
                 f"secure all-reduce (round {self.round}): only {len(live)} of {self.n0} peers "
-                f"left, fewer than the threshold {self.threshold}; aborting without revealing "
-                "anything"
+                f"left, fewer than {self.survivors_needed} (threshold {self.threshold}, "
+                f"min_contributors {self.masking.min_contributors}); {why}. Aborting without "
+                "revealing anything"
             )
         self.epoch = len(self.dead)
-        if self.epoch > _MAX_EPOCH:
+        if self.epoch > MAX_EPOCH:
             raise SecureAggregationError("secure all-reduce: too many recovery epochs")
-        self._absorb_bundles()
         self._inner = None
-        flags = (_HAS_SHARES if all(p in self._eph_pub for p in live) else 0) | (
-            _COMMITTED if self._committed >= 0 else 0
+        state = SyncState(
+            COMMITTED if self._committed >= 0 else 0,
+            self._sum_started,
+            self._sum_attempt,
+            self._committed,
+            frozenset(self.dead),
         )
-        dead, led = sorted(self.dead), sorted(self._led)
-        head = _SYNC_HEAD.pack(
-            flags, self._attempt, self._sum_attempt, self._committed, len(dead), len(led)
-        )
-        blob = head + struct.pack(f"<{len(dead)}I{len(led)}I", *dead, *led)
-        self._start_gather(SYNC, live, np.frombuffer(blob, dtype=np.uint8), out)
+        self._start_gather(SYNC, live, np.frombuffer(state.pack(), dtype=np.uint8), out)
 
-    def _parse_blob_sync(self, blob: np.ndarray, origin: int) -> _SyncState:
-        raw = blob.tobytes()
-        if len(raw) < _SYNC_HEAD.size:
-            raise WireError(f"secure SYNC: blob of peer {origin} too short")
-        flags, started, held, committed, ndead, nled = _SYNC_HEAD.unpack_from(raw)
-        if len(raw) != _SYNC_HEAD.size + 4 * (ndead + nled):
-            raise WireError(f"secure SYNC: blob of peer {origin} has a bad length")
-        ids = struct.unpack_from(f"<{ndead + nled}I", raw, _SYNC_HEAD.size)
-        dead, led = frozenset(ids[:ndead]), frozenset(ids[ndead:])
-        if not (dead | led) <= set(self._index):
-            raise WireError(f"secure SYNC: blob of peer {origin} names unknown peers")
-        return _SyncState(flags, started, held, committed, dead, led)
-
-    def _parse_sync(self, message: Message) -> _SyncState:
-        if message.payload.dtype != np.uint8:
+    def _sync_state(self, blob: np.ndarray, origin: int) -> SyncState:
+        if blob.dtype != np.uint8:
             raise WireError("secure SYNC: payload must be uint8")
-        return self._parse_blob_sync(message.payload, message.header.sender)
+        return SyncState.parse(blob.tobytes(), origin, self._index)
 
     def _sync_complete(self, out: list[Action]) -> None:
         """Decide the next stage from the survivors' states (the same on every peer)."""
         assert self._gather is not None
-        states = [self._parse_blob_sync(b, p) for p, b in self._gather.blobs.items()]
+        states = [self._sync_state(b, p) for p, b in self._gather.blobs.items()]
         if any(s.dead != self.dead for s in states):
             union = set().union(*(s.dead for s in states)) - self.dead
             if union:
                 self._new_epoch(union, out)
                 return
             raise WireError("secure SYNC: inconsistent lists of lost peers")
-        committed = {s.committed for s in states if s.flags & _COMMITTED}
+        committed = {s.committed for s in states if s.flags & COMMITTED}
         if len(committed) > 1:
             raise SecureAggregationError(f"secure all-reduce: peers committed to {committed}")
         # A sum can only have completed anywhere for an attempt every survivor started,
-        # so `latest` is the newest attempt that may exist; only it may be committed
-        # (revealing the self masks of an older, larger set would unmask a newer sum).
+        # so `latest` is the newest attempt that may exist; only it may be kept.
         latest = max(s.started for s in states)
         if committed or (latest >= 0 and all(s.held == latest for s in states)):
             c = committed.pop() if committed else latest
@@ -884,26 +862,6 @@ class SecureRingAllReduce:
                 raise SecureAggregationError(
                     f"secure all-reduce: peer {self.peer} lacks the committed sum {c}"
                 )
-            self._committed = c
-            self._enter_reveal(out)
+            self._advance(KEEP, out)
         else:
-            # The new attempt's self mask comes from a peer that led no attempt whose sum
-            # may exist (every survivor took part in any such attempt, so knows its lead).
-            used = set().union(*(s.led for s in states))
-            fresh = [p for p in self._live() if p not in used]
-            if not fresh:
-                raise SecureAggregationError("secure all-reduce: no peer left to lead an attempt")
-            # Always a SHARES lap first: the new lead has never shared its seed in a
-            # finished lap (it led nothing), and survivors may lack ephemeral keys.
-            self._next_lead = fresh[0]
-            self._enter_shares(out)
-
-
-@dataclass(frozen=True)
-class _SyncState:
-    flags: int
-    started: int  # newest SUM attempt this peer started (−1: none)
-    held: int  # attempt of the masked sum it holds (−1: none)
-    committed: int
-    dead: frozenset[int]
-    led: frozenset[int]  # leads of the attempts it started
+            self._advance(RETRY, out)

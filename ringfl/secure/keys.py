@@ -11,12 +11,14 @@ is written atomically (temporary file in the same folder, fsync, rename) with pe
 
 Pairwise secrets: X25519(own private, peer public) → HKDF-SHA256 with
 
-    info = b"ringfl/v1/" + purpose + session (u64) + round (u32) + a (u32) + b (u32)
-           + public key of a + public key of b
+    info = b"ringfl/v1/" + purpose + session (u64) + round (u32) + attempt (u32)
+           + a (u32) + b (u32) + public key of a + public key of b
 
 where (a, b) is the pair: (sender, recipient) for directed purposes (`sender=`), or
 sorted (min, max) otherwise, so both peers derive the same bytes.
-Different sessions, rounds, pairs or purposes give independent secrets.
+Different sessions, rounds, attempts, pairs or purposes give independent secrets: a key
+derived here feeds one keystream (`ringfl.secure.prg`) that masks one plaintext, the
+contribution of one attempt of one round, and is never derived again for another.
 """
 
 from __future__ import annotations
@@ -194,6 +196,7 @@ def derive_pairwise(
     *,
     session: int,
     round: int,
+    attempt: int,
     purpose: str,
     sender: int | None = None,
     length: int = 32,
@@ -212,7 +215,7 @@ def derive_pairwise(
         _INFO_PREFIX
         + purpose.encode("utf-8")
         + b"\0"
-        + struct.pack("<QIII", session, round, a, b)
+        + struct.pack("<QIIII", session, round, attempt, a, b)
         + pa
         + pb
     )
@@ -227,6 +230,7 @@ def pairwise_secret(
     *,
     session: int,
     round: int,
+    attempt: int = 0,
     purpose: str,
     sender: int | None = None,
     length: int = 32,
@@ -253,6 +257,7 @@ def pairwise_secret(
         peer_public,
         session=session,
         round=round,
+        attempt=attempt,
         purpose=purpose,
         sender=sender,
         length=length,

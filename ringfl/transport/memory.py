@@ -12,8 +12,12 @@ and arrive `latency_s` after their last byte left. Hence links are FIFO. Computa
 no virtual time.
 
 Faults: `Crash(peer, after_sends=k)` — the peer's k-th send still goes out, then it is dead:
-its later sends and every message to it vanish (k = 0: dead from the start). `Inject(...)`
-delivers raw frames, as if from the network, at a virtual time.
+its later sends and every message to it vanish (k = 0: dead from the start).
+`Suspect(peer, after_sends=k)` — a wrong loss declaration: right after the peer's k-th send
+every other live machine is told at once (not at a quiet moment) that it was lost, and the
+network cuts it off as if it had crashed; its machine keeps what it had received (what a
+live, excluded peer knows). `Inject(...)` delivers raw frames, as if from the network, at a
+virtual time.
 
 Deadlines: when no event is pending and some live machine is unfinished, the clock
 advances by `deadline_s` and every live unfinished machine gets
@@ -45,6 +49,15 @@ Capture = Callable[[int, int, list[bytes]], None]
 @dataclass(frozen=True)
 class Crash:
     """`peer` dies right after its `after_sends`-th send (0: before sending anything)."""
+
+    peer: int
+    after_sends: int = 0
+
+
+@dataclass(frozen=True)
+class Suspect:
+    """`peer` is declared lost to every other peer right after its `after_sends`-th send
+    (a wrong declaration: it was alive), and cut off from then on."""
 
     peer: int
     after_sends: int = 0
@@ -93,7 +106,7 @@ class MemoryNetwork:
     def run(
         self,
         machines: Mapping[int, Machine],
-        faults: Iterable[Crash | Inject] = (),
+        faults: Iterable[Crash | Suspect | Inject] = (),
         *,
         capture: Capture | list | None = None,
         session: int | None = None,
@@ -111,7 +124,7 @@ class _Run:
         self,
         net: MemoryNetwork,
         machines: dict[int, Machine],
-        faults: list[Crash | Inject],
+        faults: list[Crash | Suspect | Inject],
         capture: Capture | list | None,
         session: int | None,
     ) -> None:
@@ -123,14 +136,18 @@ class _Run:
         else:
             self.capture = capture
         self.crash_after: dict[int, int] = {}
+        self.suspected: set[int] = set()  # crash_after entries that are declarations
+        self.declare: list[int] = []  # declared, not yet told to the others
         self.queue: list[tuple[float, int, int, int, list]] = []
         self.seq = 0
         self.now = 0.0
         for f in faults:
-            if f.__class__ is Crash:
+            if f.__class__ is Crash or f.__class__ is Suspect:
                 if f.peer not in machines:
                     raise ConfigError(f"fault names peer {f.peer}, which is not in the network")
                 self.crash_after[f.peer] = f.after_sends
+                if f.__class__ is Suspect:
+                    self.suspected.add(f.peer)
             elif f.__class__ is Inject:
                 if f.to not in machines:
                     raise ConfigError(f"injection to peer {f.to}, which is not in the network")
@@ -138,6 +155,7 @@ class _Run:
             else:
                 raise ConfigError(f"unknown fault {f!r}")
         self.dead: set[int] = {p for p, k in self.crash_after.items() if k <= 0}
+        self.declare = sorted(self.dead & self.suspected)
         self.reported: dict[int, set[int]] = {p: set() for p in machines}
         self.results: dict[int, Any] = {}
         self.finished: set[int] = set()
@@ -181,8 +199,19 @@ class _Run:
             self.capture(peer, a.to, [head, bytes(body)])
         self._push(end + self.net.latency_s, peer, a.to, frames)
         limit = self.crash_after.get(peer)
-        if limit is not None and self.sends[peer] >= limit:
+        if limit is not None and self.sends[peer] >= limit and peer not in self.dead:
             self.dead.add(peer)
+            if peer in self.suspected:
+                self.declare.append(peer)
+
+    def _tell_declared(self) -> None:
+        """Tell every live machine about wrong declarations made since the last call."""
+        while self.declare:
+            gone = self.declare.pop(0)
+            for p in self._live_unfinished():
+                if gone not in self.reported[p]:
+                    self.reported[p].add(gone)
+                    self._act(p, self.machines[p].peers_lost(frozenset({gone})))
 
     def _live_unfinished(self) -> list[int]:
         return [p for p in sorted(self.machines) if p not in self.dead and p not in self.finished]
@@ -191,6 +220,7 @@ class _Run:
         for p in sorted(self.machines):
             if p not in self.dead:
                 self._act(p, self.machines[p].start())
+        self._tell_declared()
         decode = wire.decode
         max_el = self.net.max_elements
         while True:
@@ -209,6 +239,7 @@ class _Run:
                     self.rejected.append((to, str(exc)))
                     continue
                 self._act(to, actions)
+                self._tell_declared()
             stalled = self._live_unfinished()
             if not stalled:
                 break
@@ -223,6 +254,7 @@ class _Run:
                 lost_any = True
                 self.reported[p] |= new
                 self._act(p, self.machines[p].peers_lost(frozenset(new)))
+            self._tell_declared()
             if not lost_any and not self.queue:
                 waiting = sorted(set().union(*(self.machines[p].expecting() for p in stalled)))
                 why = (
