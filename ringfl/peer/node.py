@@ -68,6 +68,7 @@ from ringfl.peer.membership import (
     ring_payload,
     split_result,
 )
+from ringfl.transport.zmq import check_ipc_bind
 
 #: Environment variables that name this process's node (first match wins): a node id,
 #: then a peer index (position in the topology's node list).
@@ -209,6 +210,8 @@ class PeerNode:
         if missing:
             raise TopologyError(f"{src}: no address for node(s) {', '.join(missing[:8])}")
         self.endpoints = {i: g.nodes[n][topology.ADDRESS] for i, n in enumerate(self.nodes)}
+        # libzmq deletes whatever sits at an ipc:// path it binds: refuse before anything
+        check_ipc_bind(opts.bind or self.endpoints[self.peer], f"node {self.node!r}")
         algo = self.config.algorithm
         if algo.name not in ("ring", "gossip"):
             raise ConfigError(
