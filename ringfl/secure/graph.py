@@ -108,8 +108,9 @@ def degree_for(
     i.e. the probability (union bound, exact hypergeometric terms) that a coalition of c
     peers holds all k mask neighbours of some honest peer in one attempt's graph is at
     most 2^target_log2 (default 2^−30). n − 1 (the complete graph) when no k < n − 1
-    does; for n ≤ 2 that is n − 1 too. Never more than max(2, c + 1). Parity is not applied here
-    (see `default_degree`)."""
+    does; for n ≤ 2 that is n − 1 too. Always k ≤ min(n − 1, max(2, c + 1)): c + 1
+    neighbours can never all collude. Parity is not applied here (see `default_degree`).
+    """
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ConfigError(f"masking graph: number of peers must be an int ≥ 0, got {n!r}")
     if isinstance(target_log2, bool) or not isinstance(target_log2, int) or target_log2 > 0:
