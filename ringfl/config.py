@@ -37,7 +37,8 @@
 
     [algorithm]
     name = "ring"                  # ring | gossip | selective | server (hub FedAvg baseline)
-    secure = true                  # ring/selective: masked secure aggregation
+    secure = true                  # ring/selective: masked secure aggregation; gossip has
+                                   # no masking and needs an explicit `secure = false`
     share_fraction = 0.1           # selective: share this fraction of delta entries
     clip = 1.0                     # secure: fixed-point inputs (weight * delta) clipped to +-clip
 
@@ -67,6 +68,13 @@ ALGORITHMS = ("ring", "gossip", "selective", "server")
 MODEL_NAMES = ("mlp", "cnn", "logreg")
 
 DataFile = str | tuple[str, str]
+
+#: Why `algorithm.secure` must be false for gossip (also raised by `make_algorithm`).
+GOSSIP_NOT_MASKED = (
+    "masking is not available for gossip (each peer would send its whole model to its "
+    "neighbours in the clear); set `[algorithm] secure = false` explicitly to run "
+    "unmasked gossip"
+)
 
 
 @dataclass(frozen=True)
@@ -361,6 +369,9 @@ def validate(cfg: Config, source: str = "config") -> None:
     a = cfg.algorithm
     one_of(a.name, "algorithm.name", ALGORITHMS)
     need(isinstance(a.secure, bool), "algorithm.secure", f"must be true or false, got {a.secure!r}")
+    # secure defaults to true, so an unset `secure` with gossip is refused too: plain
+    # models are never sent unless the config says so
+    need(not (a.name == "gossip" and a.secure), "algorithm.secure", GOSSIP_NOT_MASKED)
     need(
         _is_num(a.share_fraction) and 0 < a.share_fraction <= 1,
         "algorithm.share_fraction",

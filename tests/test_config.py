@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from ringfl.config import Config, TrainConfig, config_from_dict, load_config
+from ringfl.config import AlgorithmConfig, Config, TrainConfig, config_from_dict, load_config
 from ringfl.errors import ConfigError
 
 FULL = """
@@ -144,3 +144,80 @@ def test_example_config_builds_its_model():
     assert cfg.model.name is None and cfg.algorithm.secure
     model = build_model(list(cfg.model.layers), (1, 28, 28), 10, cfg.seed)
     assert count_parameters(model) == count_parameters(build_model("mlp", (1, 28, 28), 10, 0))
+
+
+# -- gossip has no masking: it must be turned off explicitly ------------------------------
+
+GOSSIP_TOML = """
+[data]
+dataset = "digits"
+train_subset = 200
+test_subset = 100
+[model]
+name = "logreg"
+[train]
+rounds = 1
+[algorithm]
+name = "gossip"
+"""
+
+
+@pytest.mark.parametrize("secure", [None, True])
+def test_gossip_without_explicit_secure_false_is_refused(tmp_path, secure):
+    raw = {"algorithm": {"name": "gossip"}}
+    if secure is not None:
+        raw["algorithm"]["secure"] = secure
+    with pytest.raises(
+        ConfigError,
+        match=r"^cfg.toml: algorithm.secure: masking is not available for gossip .*"
+        r"set `\[algorithm\] secure = false` explicitly to run unmasked gossip$",
+    ):
+        config_from_dict(raw, source="cfg.toml")
+    ok = config_from_dict({"algorithm": {"name": "gossip", "secure": False}})
+    assert ok.algorithm.secure is False
+    with pytest.raises(ConfigError, match="algorithm.secure: masking is not available"):
+        ok.replace(algorithm=AlgorithmConfig(name="gossip"))
+
+
+def test_unvalidated_gossip_config_still_never_sends_plain_models():
+    from ringfl.algorithms import make_algorithm
+    from ringfl.topology import make
+
+    g = make("ring", 4)
+    with pytest.raises(ConfigError, match="algorithm.secure: masking is not available"):
+        make_algorithm(AlgorithmConfig(name="gossip"), 0, g)  # a dataclass, not validated
+    assert make_algorithm(AlgorithmConfig(name="gossip", secure=False), 0, g) is not None
+
+
+@pytest.mark.parametrize("command", ["simulate", "peer"])
+def test_gossip_cli_exits_1_naming_the_field(tmp_path, command):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ringfl.topology import make, save
+
+    g = make("ring", 3)
+    for i, node in enumerate(g.nodes):
+        g.nodes[node]["address"] = f"ipc://{tmp_path}/p{i}.sock"
+    save(g, tmp_path / "ring3.json")
+    (tmp_path / "gossip.toml").write_text(GOSSIP_TOML)  # `secure` left unset
+    args = ["--topology", "ring3.json", "--config", "gossip.toml"]
+    if command == "peer":
+        args += ["--node", "0", "--insecure"]
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "ringfl", command, *args],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(root)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith("ringfl: error: gossip.toml: algorithm.secure: masking is not")
+    assert "secure = false" in lines[0]
+    assert not list(tmp_path.glob("p*.sock"))  # refused before binding anything

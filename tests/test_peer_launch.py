@@ -52,7 +52,7 @@ def test_ctrl_c_stops_all_peers() -> None:
 
 
 def test_gossip_peers_drop_a_killed_neighbour_and_finish() -> None:
-    ring = Ring(5, rounds=6, steps=5, algorithm="gossip")
+    ring = Ring(5, rounds=6, steps=5, algorithm="gossip", secure=False)
     try:
         proc = start(
             "launch",

@@ -78,7 +78,7 @@ def test_simulate_secure_ring_is_deterministic_and_close_to_plain():
 
 
 def test_simulate_gossip_reports_consensus_and_eval_every():
-    cfg = config_from_dict(tiny(algorithm={"name": "gossip"}, eval_every=2))
+    cfg = config_from_dict(tiny(algorithm={"name": "gossip", "secure": False}, eval_every=2))
     r = simulate(make("torus", 9), cfg, progress=False, baseline=False)
     assert [m["round"] for m in r.metrics] == [2, 3]  # every 2 rounds and the last
     flats = [lr.flat() for lr in r.learners]

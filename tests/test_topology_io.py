@@ -299,3 +299,65 @@ def test_edgelist_refuses_ids_it_cannot_store(tmp_path, bad_id):
         TopologyError, match=r"t\.edgelist: node .* cannot be stored in an edge list"
     ):
         save(g, tmp_path / "t.edgelist", check=False)
+
+
+# -- hostile XML: parsed with defusedxml -------------------------------------------------
+
+LAUGHS = """<?xml version="1.0"?>
+<!DOCTYPE graphml [
+ <!ENTITY lol "lol">
+ <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+ <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
+ <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
+ <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
+ <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
+ <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
+]>
+<graphml xmlns="http://graphml.graphdrawing.org/xmlns">
+  <key id="d0" for="node" attr.name="address" attr.type="string"/>
+  <graph edgedefault="undirected">
+    <node id="0"><data key="d0">&lol9;</data></node>
+    <node id="1"/><node id="2"/>
+    <edge source="0" target="1"/><edge source="1" target="2"/><edge source="2" target="0"/>
+  </graph>
+</graphml>
+"""
+
+XXE = """<?xml version="1.0"?>
+<!DOCTYPE graphml [ <!ENTITY secret SYSTEM "file://{path}"> ]>
+<graphml xmlns="http://graphml.graphdrawing.org/xmlns">
+  <key id="d0" for="node" attr.name="address" attr.type="string"/>
+  <graph edgedefault="undirected">
+    <node id="0"><data key="d0">&secret;</data></node>
+    <node id="1"/><node id="2"/>
+    <edge source="0" target="1"/><edge source="1" target="2"/><edge source="2" target="0"/>
+  </graph>
+</graphml>
+"""
+
+
+def test_graphml_entity_bomb_is_refused(tmp_path):
+    path = tmp_path / "laughs.graphml"
+    path.write_text(LAUGHS)
+    with pytest.raises(
+        TopologyError, match=r"laughs\.graphml: refused GraphML: it declares the XML entity"
+    ):
+        load(path)
+
+
+def test_graphml_external_entity_is_refused_and_not_read(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-VALUE")
+    path = tmp_path / "xxe.graphml"
+    path.write_text(XXE.format(path=secret))
+    with pytest.raises(TopologyError, match=r"xxe\.graphml: refused GraphML") as info:
+        load(path)
+    assert "TOP-SECRET-VALUE" not in str(info.value)
+    # the same graph without the entity is fine (the refusal is about the entity only)
+    plain = tmp_path / "plain.graphml"
+    lines = [x for x in XXE.splitlines() if "DOCTYPE" not in x]
+    plain.write_text("\n".join(lines).replace("&secret;", "ipc:///tmp/x.sock"))
+    assert load(plain, check=False).nodes[0]["address"] == "ipc:///tmp/x.sock"

@@ -21,7 +21,7 @@ from ringfl.algorithms.ring import (
 )
 from ringfl.algorithms.selective import SelectiveAverage, shared_indices
 from ringfl.algorithms.server import ServerAverage, StarSum
-from ringfl.config import AlgorithmConfig
+from ringfl.config import GOSSIP_NOT_MASKED, AlgorithmConfig
 from ringfl.errors import ConfigError
 
 ALGORITHM_NAMES = ("ring", "gossip", "selective", "server")
@@ -74,6 +74,8 @@ def make_algorithm(
     if cfg.name == "selective":
         return SelectiveAverage(ring, cfg.share_fraction, secure=secure)
     if cfg.name == "gossip":
+        if cfg.secure:  # a Config built without validation: still never send plain models
+            raise ConfigError(f"algorithm.secure: {GOSSIP_NOT_MASKED}")
         return GossipAverage(mixing_rows(graph)[peer] if mixing_row is None else mixing_row)
     if cfg.name == "server":
         n = len(peers(graph))

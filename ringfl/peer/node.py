@@ -68,6 +68,8 @@ from ringfl.peer.membership import (
     ring_payload,
     split_result,
 )
+from ringfl.peer.refusals import RefusalLimiter
+from ringfl.transport.zmq import check_ipc_bind
 
 #: Environment variables that name this process's node (first match wins): a node id,
 #: then a peer index (position in the topology's node list).
@@ -209,6 +211,8 @@ class PeerNode:
         if missing:
             raise TopologyError(f"{src}: no address for node(s) {', '.join(missing[:8])}")
         self.endpoints = {i: g.nodes[n][topology.ADDRESS] for i, n in enumerate(self.nodes)}
+        # libzmq deletes whatever sits at an ipc:// path it binds: refuse before anything
+        check_ipc_bind(opts.bind or self.endpoints[self.peer], f"node {self.node!r}")
         algo = self.config.algorithm
         if algo.name not in ("ring", "gossip"):
             raise ConfigError(
@@ -268,7 +272,7 @@ class PeerNode:
         self.admitted_round: dict[int, int] = {}
         self.done_peers: set[int] = set()
         self._told: dict[int, int] = {}
-        self._refusals: dict[str, tuple[float, int]] = {}
+        self._refusals = RefusalLimiter()  # bounded: fresh keys cannot grow it
         self.snapshot: tuple[int, tuple[int, ...], np.ndarray] | None = None
         self.last_sum: tuple[int, control.SumResult] | None = None
         self.pending_state: control.StateTransfer | None = None
@@ -358,6 +362,10 @@ class PeerNode:
             self.link = None
         if self.security is not None:
             self.security.stop()
+        # the ZAP thread has stopped: report refusal lines the global limit dropped
+        dropped = self._refusals.flush()
+        if dropped:
+            self.log("refused", why="key not in the topology", suppressed=dropped)
         if self.context is not None:
             self.context.term()
             self.context = None
@@ -397,14 +405,11 @@ class PeerNode:
 
     def _on_refused(self, fp: str) -> None:
         """A CURVE client with key fingerprint `fp` (not in the topology) was refused.
-        Logged at most once a second per key, with the count (clients retry quickly)."""
-        now = time.monotonic()
-        last, count = self._refusals.get(fp, (-1e9, 0))
-        if now - last >= 1.0:
-            self.log("refused", key=fp, why="key not in the topology", attempts=count + 1)
-            self._refusals[fp] = (now, 0)
-        else:
-            self._refusals[fp] = (last, count + 1)
+        Logged at most once a second per key, with the count (clients retry quickly), and
+        at most `RefusalLimiter`'s global rate, with the count of lines dropped."""
+        line = self._refusals.refused(fp, time.monotonic())
+        if line is not None:
+            self.log("refused", why="key not in the topology", **line)
 
     def _on_drop(self, reason: str, sender: int | None) -> None:
         self.log("dropped", reason=reason, sender=sender)

@@ -71,8 +71,8 @@ def peer_status(folder: str | Path) -> dict[str, Any]:
             out["state"] = "stopped: " + str(e.get("reason", ""))
         elif kind == "dropped":
             out["dropped"] += 1
-        elif kind == "refused":
-            out["refused"] += 1
+        elif kind == "refused":  # one line per key and second; plus lines rate-limited away
+            out["refused"] += int("key" in e) + int(e.get("suppressed", 0))
     out["lost"] = gone
     if out["members"] is not None:
         out["alive"] = [m for m in out["members"] if m not in gone]

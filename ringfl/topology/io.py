@@ -23,6 +23,8 @@ from pathlib import Path
 
 import networkx as nx
 import numpy as np
+from defusedxml import DefusedXmlException, EntitiesForbidden
+from defusedxml.ElementTree import fromstring as defused_fromstring
 
 from ringfl.errors import TopologyError
 from ringfl.topology.peers import RING, WEIGHT, edge_label, node_label
@@ -171,8 +173,32 @@ def _decode_ring(g: nx.Graph, source: str) -> None:
     g.graph[RING] = [x if x in g else by_text.get(str(x), x) for x in items]
 
 
+def _vet_xml(data: bytes, source: str) -> None:
+    """Parse `data` with defusedxml, which refuses entity declarations (the "billion
+    laughs" expansion) and external entities or references (XXE), whatever the version of
+    the system's expat. networkx parses with the standard library; handing it only bytes
+    that passed here keeps that safe without patching the standard library process-wide."""
+    try:
+        defused_fromstring(data)
+    except EntitiesForbidden as exc:
+        raise TopologyError(
+            f"{source}: refused GraphML: it declares the XML entity {exc.name!r}; "
+            "entity declarations are not allowed (entity expansion and external-entity "
+            "attacks)"
+        ) from None
+    except DefusedXmlException as exc:
+        raise TopologyError(
+            f"{source}: refused GraphML: {type(exc).__name__} (external references and "
+            "entity declarations are not allowed)"
+        ) from None
+    except Exception as exc:  # the XML parser raises several types
+        raise TopologyError(f"{source}: not valid GraphML ({type(exc).__name__}: {exc})") from None
+
+
 def read_graphml(data: bytes, source: str = "graph") -> nx.Graph:
-    """Parse GraphML (any networkx-readable file; ringfl attributes are optional)."""
+    """Parse GraphML (any networkx-readable file; ringfl attributes are optional).
+    XML entity declarations and external references are refused (`_vet_xml`)."""
+    _vet_xml(data, source)
     try:
         g = nx.read_graphml(io.BytesIO(data), node_type=str)
     except Exception as exc:  # the XML parser and networkx raise many types

@@ -39,6 +39,8 @@ that recovers gets a fresh `timeout_s`; an expiry with no new peer to report rai
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import threading
 import time
 from collections import deque
@@ -66,6 +68,39 @@ class SocketSecurity(Protocol):
     connects (`server=False`, `peer` = the peer it connects to). CURVE plugs in here."""
 
     def configure(self, socket: zmq.Socket, *, server: bool, peer: int) -> None: ...
+
+
+def check_ipc_bind(address: str, who: str) -> None:
+    """Refuse (`ConfigError` naming `who` and the path) to bind `ipc://PATH` when PATH
+    exists and is not a Unix socket: libzmq unlinks the path before binding, so binding
+    would silently delete a regular file, a link or an empty directory. An existing socket
+    (left by an earlier run) is fine. tcp:// addresses, `ipc://*` and Linux abstract
+    sockets (`ipc://@name`) have no such path and pass."""
+    if not address.startswith("ipc://"):
+        return
+    path = address[len("ipc://") :]
+    if path in ("", "*") or path.startswith("@"):
+        return
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"{who}: cannot bind {address}: cannot inspect {path}: {exc}") from None
+    if stat.S_ISSOCK(mode):
+        return
+    kind = "a special file"
+    for test, name in (
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symbolic link"),
+    ):
+        if test(mode):
+            kind = name
+    raise ConfigError(
+        f"{who}: refusing to bind {address}: {path} exists and is {kind}, not a socket "
+        "(binding would delete it); choose another ipc path"
+    )
 
 
 class ZmqPeer:
@@ -120,7 +155,11 @@ class ZmqPeer:
         # the largest frame a valid message can have; bigger ones cut the connection
         self.pull.setsockopt(zmq.MAXMSGSIZE, self.max_elements * 8 + wire.HEADER_SIZE)
         try:
+            check_ipc_bind(self.endpoints[self.peer], f"peer {self.peer}")
             self.pull.bind(self.endpoints[self.peer])
+        except ConfigError:
+            self.pull.close(0)
+            raise
         except zmq.ZMQError as exc:
             self.pull.close(0)
             raise ConfigError(
@@ -511,4 +550,11 @@ def local_peers(
     return peers
 
 
-__all__ = ["SocketSecurity", "ZmqPeer", "local_peers", "run_threads", "tune_malloc"]
+__all__ = [
+    "SocketSecurity",
+    "ZmqPeer",
+    "check_ipc_bind",
+    "local_peers",
+    "run_threads",
+    "tune_malloc",
+]
