@@ -43,6 +43,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -54,7 +55,7 @@ from ringfl.errors import ConfigError, SecureAggregationError, WireError
 from ringfl.secure import shamir
 from ringfl.secure.fixedpoint import CHUNK_ELEMENTS, FixedPoint, default_frac_bits
 from ringfl.secure.gather import Gather
-from ringfl.secure.graph import COMPLETE_UP_TO, masking_graph, permutation
+from ringfl.secure.graph import COLLUSION, COMPLETE_UP_TO, masking_graph, permutation
 from ringfl.secure.holding import HeldFrames
 from ringfl.secure.keys import KEY_BYTES, PeerKeys, decode_public_key
 from ringfl.secure.messages import (
@@ -118,7 +119,8 @@ class Masking:
 
     bits: word size k (32 or 64). clip: inputs are clipped to [−clip, clip] (counted).
     frac_bits: fixed-point fractional bits f (default: the most that N·clip·2^f < 2^(k−1)
-    allows). degree / complete_up_to: masking graph (`ringfl.secure.graph`).
+    allows). degree / complete_up_to / collusion: masking graph (`ringfl.secure.graph`;
+    collusion γ is the coalition fraction the graph and the committee are sized for).
     threshold: t of the t-of-N sharing (default ⌊N/2⌋ + 1). min_contributors: a sum with
     fewer contributors is never revealed (at least 3). segment_bytes: all-reduce segment
     size. eager_bytes: a contribution of at most this many bytes is masked in one pass
@@ -132,6 +134,7 @@ class Masking:
     frac_bits: int | None = None
     degree: int | None = None
     complete_up_to: int = COMPLETE_UP_TO
+    collusion: float | Fraction = COLLUSION
     threshold: int | None = None
     min_contributors: int = MIN_CONTRIBUTORS
     segment_bytes: int = 1 << 20
@@ -593,6 +596,7 @@ class SecureRingAllReduce:
             attempt=attempt,
             degree=self.masking.degree,
             complete_up_to=self.masking.complete_up_to,
+            collusion=self.masking.collusion,
         )
 
     def _share_blob_bytes(self, origin: int) -> int:
