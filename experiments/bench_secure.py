@@ -14,8 +14,8 @@ Shamir sharing) to its result; the table shows medians. The first repetition of 
 cell is checked: the secure sum bit for bit against the fixed-point reference, its
 average against the float64 average (relative error), the plain sum against numpy.
 
-    python experiments/bench_secure.py                 # N ∈ {2,4,8} × 1e5,1e6,1e7
-    python experiments/bench_secure.py --quick         # N ∈ {2,4} × 1e5,1e6, 3 reps
+    python experiments/bench_secure.py                 # N ∈ {3,4,8} × 1e5,1e6,1e7 (a secure sum needs ≥ 3 peers)
+    python experiments/bench_secure.py --quick         # N ∈ {3,4} × 1e5,1e6, 3 reps
 
 Writes experiments/results/secure.csv, secure_compute.csv and secure.png.
 """
@@ -117,7 +117,7 @@ def compute_costs() -> list[dict]:
         1,
         "pair",
     )
-    for n in (8, 32):
+    for n in (8, 32, 100, 1000):
         t = n // 2 + 1
         row(
             f"Shamir split 32 B, t={t} of n={n}",
@@ -127,7 +127,7 @@ def compute_costs() -> list[dict]:
         )
     row(
         "AES-256-GCM seal of a share",
-        _best(lambda: shamir.seal_share(key, key, session=1, round=1, sender=1, recipient=2), 50),
+        _best(lambda: shamir.seal_share(key, key + key[:4], session=1, round=1, sender=1, recipient=2), 50),
         1,
         "share",
     )
@@ -382,15 +382,15 @@ def write(rows, comp, out: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ns", default="2,4,8")
+    ap.add_argument("--ns", default="3,4,8")
     ap.add_argument("--sizes", default="1e5,1e6,1e7")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--quick", action="store_true", help="N ∈ {2,4}, sizes 1e5,1e6, 3 reps")
+    ap.add_argument("--quick", action="store_true", help="N ∈ {3,4}, sizes 1e5,1e6, 3 reps")
     ap.add_argument("--out", default=str(RESULTS / "secure.csv"))
     args = ap.parse_args(argv)
     if args.quick:
-        args.ns, args.sizes, args.reps = "2,4", "1e5,1e6", 3
+        args.ns, args.sizes, args.reps = "3,4", "1e5,1e6", 3
     ns = [int(x) for x in args.ns.split(",")]
     sizes = [int(float(x)) for x in args.sizes.split(",")]
     comp = compute_costs()

@@ -8,9 +8,9 @@ One attempt a (a = the epoch, i.e. the number of peers known lost when it starts
 
 1. SHARES: every live peer draws a fresh ephemeral X25519 key and a fresh self-mask
    seed b_i^a (`ringfl.secure.shares`) and sends the ephemeral public key; a peer on the
-   attempt's self-mask *committee* (every member for a complete masking graph, else
-   k + 1 members picked by the attempt's public permutation) also sends its seed's
-   Shamir shares, sealed for each peer. A ring all-gather moves the blobs.
+   attempt's self-mask *committee* (min(t, k + 1) members picked by the attempt's public
+   permutation; t = threshold, k = graph degree) also sends its seed's Shamir shares,
+   sealed for each peer. A ring all-gather moves the blobs.
 2. SUM: y_i = enc(x_i) + Σ_{j>i} PRG(s_ij) − Σ_{j<i} PRG(s_ij) [+ PRG(b_i) on the
    committee], over i's neighbours j in the attempt's masking graph; an integer ring
    all-reduce adds the y_i. Pairwise masks cancel; the committee's self masks keep the
@@ -167,20 +167,24 @@ class Masking:
 def committee(
     members: Sequence[int],
     graph: Mapping[int, frozenset[int]],
+    threshold: int,
     *,
     session: int,
     round: int,
     attempt: int,
 ) -> list[int]:
-    """The attempt's self-mask committee: every member when the masking graph is
-    complete, else the first k + 1 members of the attempt's public permutation (k = the
-    graph's degree), so a coalition holding a fraction γ of the peers contains the whole
-    committee with at most the probability that it holds some peer's k mask neighbours."""
-    n = len(members)
+    """The attempt's self-mask committee: the first min(t, k + 1) members of the
+    attempt's public permutation (t = the Shamir threshold, k = the graph's degree).
+
+    With t of them, no coalition below the threshold holds every committee seed (nor can
+    it rebuild one from fewer than t shares), in any schedule. With k + 1 < t (sparse
+    graphs), a coalition holding a fraction γ of the peers contains the whole committee
+    with at most the probability that it holds some peer's k mask neighbours. Unmasking
+    costs one mask expansion per committee member.
+    """
     k = max((len(v) for v in graph.values()), default=0)
-    if k >= n - 1:
-        return sorted(members)
-    return sorted(permutation(members, session=session, round=round, attempt=attempt)[: k + 1])
+    size = min(len(members), threshold, k + 1)
+    return sorted(permutation(members, session=session, round=round, attempt=attempt)[:size])
 
 
 class SecureRingAllReduce:
@@ -575,7 +579,7 @@ class SecureRingAllReduce:
         self._attempt_members = members
         graph = self._graph(a, members)
         self._committees[a] = committee(
-            members, graph, session=self.session, round=self.round, attempt=a
+            members, graph, self.threshold, session=self.session, round=self.round, attempt=a
         )
         secrets = AttemptSecrets(
             self.peer, a, self._entropy, session=self.session, round=self.round
