@@ -18,7 +18,6 @@ import pytest
 
 from tests.peer_util import (
     Ring,
-    check_every_round_is_the_exact_sum,
     env,
     kill_group,
     reference_ring_run,
@@ -127,9 +126,11 @@ def test_peers_in_separate_network_namespaces_train_to_completion(hosts) -> None
 
 def test_partition_minority_stops_and_majority_trains_on(hosts) -> None:
     """Cut host 2's link in the middle of training: hosts 0 and 1 (2 of 3) declare it
-    gone and finish; host 2 (1 of 3) stops with the majority message."""
+    gone and finish; host 2 (1 of 3) stops with the majority message. Plain sums: a
+    secure sum never finishes with two contributors (they would learn each other's
+    input), so with masking the majority of 2 would stop too (tested in memory)."""
     names, ips, _, links = hosts
-    ring = Ring(N, rounds=12, steps=5, addresses=[f"tcp://{ip}:23457" for ip in ips])
+    ring = Ring(N, rounds=12, steps=5, secure=False, addresses=[f"tcp://{ip}:23457" for ip in ips])
     procs = []
     try:
         for i, ns in enumerate(names):
@@ -152,9 +153,18 @@ def test_partition_minority_stops_and_majority_trains_on(hosts) -> None:
         assert stop and "strict majority" in stop[0]["reason"]
         assert "only 1 of 3 peers reachable" in stop[0]["reason"]
         assert ring.summary("0")["hash"] == ring.summary("1")["hash"]
-        members, sizes = check_every_round_is_the_exact_sum(ring, ["0", "1"])
+        events = ring.events("0")
+        members = {
+            e["round"]: sorted(int(p) for p in e["members"])
+            for e in events
+            if e["event"] == "round"
+        }
+        sizes = {e["round"]: e["members"] for e in events if e["event"] == "round_start"}
         assert members[11] == [0, 1] and members[0] == [0, 1, 2]
-        assert np.array_equal(ring.final_model("0"), reference_ring_run(ring, members, sizes))
+        # plain float32 sums: the ring adds each chunk in its own order, so equal to the
+        # reference up to rounding (the secure runs above are compared bit for bit)
+        want = reference_ring_run(ring, members, sizes)
+        np.testing.assert_allclose(ring.final_model("0"), want, rtol=1e-5, atol=1e-7)
     finally:
         for p, log in procs:
             kill_group(p)
