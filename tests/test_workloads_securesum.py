@@ -68,3 +68,16 @@ def test_refuses_one_party_and_non_finite() -> None:
 
     with pytest.raises(Exception, match="not finite"):
         run_parties([Bad(), Bad()], plain_sum)
+
+
+def test_a_public_bound_skips_the_scale_round_and_is_enforced() -> None:
+    from ringfl.errors import SecureAggregationError
+
+    s = SimulatedSecureSum(3)
+    vs = [np.array([3.0, -7.0]), np.array([1.0, 0.0]), np.array([0.0, 2.0])]
+    assert np.array_equal(s(vs, exponent=4), np.array([4.0, -5.0]))
+    assert s.stats.rounds == 1
+    with pytest.raises(
+        SecureAggregationError, match="party 0: .* exceeds the workload's public bound 2"
+    ):
+        s(vs, exponent=2)

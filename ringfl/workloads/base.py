@@ -13,6 +13,11 @@ on the state (which every party shares), never on the party's own data; `apply` 
 only on the state and the sum, so all parties stay in the same state; the statistics are
 finite. Nothing about a party leaves it except inside a sum.
 
+Optional: `scale_exponent()` → a public E (the same on every party, from the shared
+state) with every party's |value| < 2^E, when the workload knows one (e.g. counts bounded
+by a row count agreed earlier). A secure sum then skips its SCALE round
+(`ringfl.workloads.securesum`); a value beyond the bound is refused, never wrapped.
+
 Two drivers run this loop: `run_party` (one party and a per-party `secure_sum`, e.g. a
 real peer over ZeroMQ) and `run_parties` (all parties in one process and a `sum_all`
 over the list of their vectors, e.g. the simulated secure ring or the plain sum of a
@@ -28,10 +33,11 @@ import numpy as np
 
 from ringfl.errors import ConfigError, RingflError
 
-#: A party's secure sum: its own vector in, the sum over all parties out.
-PartySum = Callable[[np.ndarray], np.ndarray]
-#: All parties' vectors in (one process), the sum out.
-SumAll = Callable[[list[np.ndarray]], np.ndarray]
+#: A party's secure sum: its own vector (and the optional public scale exponent) in, the
+#: sum over all parties out.
+PartySum = Callable[..., np.ndarray]
+#: All parties' vectors (and the optional public scale exponent) in, the sum out.
+SumAll = Callable[..., np.ndarray]
 
 #: No workload of this package needs more rounds; a runaway loop is a bug.
 MAX_ROUNDS = 100_000
@@ -62,13 +68,20 @@ def check_vector(v: Any, where: str) -> np.ndarray:
     return x
 
 
+def scale_exponent(workload: Workload) -> int | None:
+    """The workload's public scale exponent for its next sum, if it declares one."""
+    hint = getattr(workload, "scale_exponent", None)
+    return None if hint is None else hint()
+
+
 def run_party(workload: Workload, secure_sum: PartySum) -> Any:
     """Drive one party's workload to the end with its `secure_sum`; returns its result."""
     for _ in range(MAX_ROUNDS):
         if workload.done:
             return workload.result()
         v = check_vector(workload.statistics(), type(workload).__name__)
-        workload.apply(np.asarray(secure_sum(v), dtype=np.float64))
+        total = secure_sum(v, exponent=scale_exponent(workload))
+        workload.apply(np.asarray(total, dtype=np.float64))
     raise RingflError(f"{type(workload).__name__}: no end after {MAX_ROUNDS} rounds")
 
 
@@ -87,13 +100,13 @@ def run_parties(workloads: Sequence[Workload], sum_all: SumAll) -> list[Any]:
         vs = [check_vector(w.statistics(), f"{name} of party {i}") for i, w in enumerate(workloads)]
         if len({v.shape for v in vs}) != 1:
             raise RingflError(f"{name}: parties sent statistics of different lengths")
-        total = np.asarray(sum_all(vs), dtype=np.float64)
+        total = np.asarray(sum_all(vs, exponent=scale_exponent(workloads[0])), dtype=np.float64)
         for w in workloads:
             w.apply(total.copy())
     raise RingflError(f"{name}: no end after {MAX_ROUNDS} rounds")
 
 
-def plain_sum(vectors: list[np.ndarray]) -> np.ndarray:
+def plain_sum(vectors: list[np.ndarray], exponent: int | None = None) -> np.ndarray:
     """The float64 sum in party order, no masking: the centralized reference."""
     out = np.zeros_like(vectors[0], dtype=np.float64)
     for v in vectors:
@@ -110,4 +123,5 @@ __all__ = [
     "plain_sum",
     "run_parties",
     "run_party",
+    "scale_exponent",
 ]

@@ -4,7 +4,7 @@ The masked ring all-reduce (`ringfl.secure.aggregate.SecureRingAllReduce`) adds 
 clipped to ±clip in fixed point. Statistics (counts, sums of squares, Hessians) have any
 magnitude, so each sum runs in two secure rounds:
 
-1. SCALE: every party secure-sums a one-hot vector over binary exponents (2,098 slots):
+1. SCALE (skipped when the workload states a public bound, `scale_exponent`): every party secure-sums a one-hot vector over binary exponents (2,098 slots):
    slot e is 1 when the largest |value| of its statistics is in [2^(e−1), 2^e). The sum
    says, for each power of two, how many parties' largest statistic lies in that binade
    (no party is named); every party takes E = the largest exponent present, so that every
@@ -73,6 +73,15 @@ def resolution(n_parties: int, exponent: int | None) -> float:
     if exponent is None:
         return 0.0
     return n_parties * 2.0 ** (exponent - frac_bits(n_parties) - 1)
+
+
+def check_bound(v: np.ndarray, exponent: int, where: str) -> None:
+    """Refuse a vector with a value of magnitude ≥ 2^exponent (the public bound)."""
+    if v.size and float(np.max(np.abs(v))) >= 2.0**exponent:
+        raise SecureAggregationError(
+            f"{where}: a statistic of magnitude {float(np.max(np.abs(v))):.6g} exceeds the "
+            f"workload's public bound 2^{exponent}"
+        )
 
 
 def scale_down(v: np.ndarray, exponent: int | None) -> np.ndarray:
@@ -152,12 +161,19 @@ class SimulatedSecureSum:
         self.stats.seconds += time.perf_counter() - t0
         return np.array(first, dtype=np.float64)
 
-    def __call__(self, vectors: list[np.ndarray]) -> np.ndarray:
+    def __call__(self, vectors: list[np.ndarray], exponent: int | None = None) -> np.ndarray:
+        """The sum of the parties' vectors; `exponent`: a public bound 2^exponent on every
+        |value| (skips the SCALE round; a value beyond it is refused)."""
         if len(vectors) != self.n:
             raise ConfigError(
                 f"simulated secure sum of {self.n} parties got {len(vectors)} vectors"
             )
-        e = agreed_exponent(self.masked_sum([exponent_onehot(v) for v in vectors]))
+        if exponent is None:
+            e = agreed_exponent(self.masked_sum([exponent_onehot(v) for v in vectors]))
+        else:
+            e = int(exponent)
+            for p, v in enumerate(vectors):
+                check_bound(v, e, f"party {p}")
         total = self.masked_sum([scale_down(v, e) for v in vectors])
         self.last_resolution = resolution(self.n, e)
         self.stats.worst_resolution = max(self.stats.worst_resolution, self.last_resolution)
@@ -172,6 +188,7 @@ __all__ = [
     "SimulatedSecureSum",
     "SumStats",
     "agreed_exponent",
+    "check_bound",
     "exponent_onehot",
     "frac_bits",
     "resolution",
