@@ -18,7 +18,9 @@ Stages, each one secure sum of a vector every party builds from its own rows:
    the parent minus it. Every party then picks the same splits: the largest gain
    G_L²/(H_L+λ) + G_R²/(H_R+λ) − G²/(H+λ) over features, thresholds and the missing
    values' direction (left or right, learned), with H_L, H_R ≥ min_child_weight; first
-   maximum in (direction, feature, threshold) order. Leaves get −lr·G/(H+λ).
+   maximum in (direction, feature, threshold) order. Leaves get −lr·G/(H+λ). Children
+   at the depth limit take G and H from their parent's split: the deepest level needs no
+   sum (a tree of depth D costs D sums, all K trees of an iteration together).
 
 Gradients and hessians are quantized to integers (unit 2^−grad_bits, times 2^E for
 squared error where |y| < 2^E) before they are summed, so every histogram is an exact
@@ -387,6 +389,12 @@ class GBDTWorkload:
             self.nodes += [left, right]
             split["left"], split["right"] = li, ri
             self._route(node_id, split)
+            if nd.depth + 1 >= self.p.max_depth:
+                # children at the depth limit are leaves: their sums are the split's
+                # (exact), so they need no histogram and no secure sum
+                self._set_leaf(left, split["g_left"], split["h_left"])
+                self._set_leaf(right, split["g_right"], split["h_right"])
+                continue
             # sum the child with less hessian; its sibling follows by subtraction
             next_sum.append(li if split["h_left"] <= split["h_right"] else ri)
         for node_id in level_nodes:  # their children are summed from them: parents go
@@ -426,7 +434,10 @@ class GBDTWorkload:
         d, j, t = np.unravel_index(flat, allg.shape)
         miss_left = bool(d)
         HL = float(hl[j, t] + (hm[j, 0] if miss_left else 0.0))
+        GL = float(gl[j, t] + (gm[j, 0] if miss_left else 0.0))
         return {
+            "g_left": GL,
+            "g_right": float(G - GL),
             "feature": int(j),
             "bin": int(t),
             "threshold": float(self.cuts[j][t]),
@@ -448,8 +459,12 @@ class GBDTWorkload:
 
     def _make_leaf(self, nd: _Node) -> None:
         assert nd.hist is not None
-        G = float(nd.hist[0][0].sum()) * self.g_unit
-        H = float(nd.hist[1][0].sum()) * self.h_unit
+        # integer units times a power of two, summed below 2^53: exact, as in the split
+        g = nd.hist[0][0] * self.g_unit
+        h = nd.hist[1][0] * self.h_unit
+        self._set_leaf(nd, float(g.sum()), float(h.sum()))
+
+    def _set_leaf(self, nd: _Node, G: float, H: float) -> None:
         nd.leaf = -self.p.learning_rate * G / (H + self.p.l2_regularization)
         nd.hessian = H
         nd.split = None
