@@ -8,9 +8,9 @@ Stages, each one secure sum of a vector every party builds from its own rows:
    exponent of max |y| (SCALE), which fixes the gradient unit.
 2. SKETCH (bin edges from secure quantile sketches): per feature, a histogram over
    signed binades (`ringfl.workloads.sketch.BINADE_EDGES`), then `sketch_bins` linear
-   sub-bins inside every non-empty binade. Cut points are the sub-bin edges nearest to the
-   i/max_bins quantiles (every edge between non-empty sub-bins when there are at most
-   max_bins of them). A row's bin is the number of cuts ≤ x; missing values get bin
+   sub-bins inside every non-empty binade. Cut points are sub-bin edges chosen from the
+   pooled sketch by LightGBM's greedy rule (`greedy_cuts`; every edge between non-empty
+   sub-bins when there are at most max_bins of them). A row's bin is the number of cuts ≤ x; missing values get bin
    `max_bins`.
 3. TREES, level by level: per level one secure sum of the (gradient, hessian) histograms
    of every open node of every tree of the iteration (K trees at once for softmax), for
@@ -39,7 +39,7 @@ import numpy as np
 
 from ringfl.errors import ConfigError, RingflError
 from ringfl.workloads.gbdt_model import LOSSES, GBDTModel, Tree
-from ringfl.workloads.securesum import EXP_MIN, SCALE_SLOTS, agreed_exponent, exponent_onehot
+from ringfl.workloads.securesum import agreed_exponent, exponent_onehot
 from ringfl.workloads.sketch import BINADE_EDGES, check_range, refine_edges
 from ringfl.workloads.spec import check_keys, number
 
@@ -92,6 +92,35 @@ class GBDTParams:
         number(self.grad_bits, f"{where}grad_bits", source, lo=4, integer=True)
         if self.grad_bits > 24:
             raise ConfigError(f"{source}: {where}grad_bits: at most 24 (sums must stay exact)")
+
+
+def greedy_cuts(uppers: np.ndarray, counts: np.ndarray, max_bins: int) -> np.ndarray:
+    """At most max_bins − 1 cuts between non-empty sketch bins (upper edges `uppers`,
+    pooled `counts`), as LightGBM's greedy bin finding: a sketch bin holding at least a
+    mean bin's worth of rows gets a bin of its own, the others are grouped into bins of
+    about equal counts (so a heavy value, such as the zeros of an image, does not use up
+    the bins of the rest)."""
+    c = np.asarray(counts, dtype=np.float64)
+    mean = c.sum() / max_bins
+    big = c >= mean
+    rest_bins = max_bins - int(big.sum())
+    rest = float(c[~big].sum())
+    mean = rest / rest_bins if rest_bins > 0 else math.inf
+    cuts: list[float] = []
+    acc = 0.0
+    for i in range(len(c) - 1):
+        if not big[i]:
+            rest -= c[i]
+        acc += c[i]
+        if big[i] or acc >= mean or (big[i + 1] and acc >= max(1.0, 0.5 * mean)):
+            cuts.append(float(uppers[i]))
+            acc = 0.0
+            if not big[i]:
+                rest_bins -= 1
+                mean = rest / rest_bins if rest_bins > 0 else math.inf
+        if len(cuts) == max_bins - 1:
+            break
+    return np.array(cuts)
 
 
 @dataclass
@@ -279,14 +308,7 @@ class GBDTWorkload:
                 continue
             up = np.concatenate(uppers)
             cnt = np.concatenate(counts)
-            if len(up) <= mb:
-                cuts = up[:-1]
-            else:
-                cum = np.cumsum(cnt)
-                targets = cum[-1] * np.arange(1, mb) / mb
-                pick = np.searchsorted(cum, targets, side="left")
-                cuts = np.unique(up[pick])
-                cuts = cuts[cuts < up[-1]]
+            cuts = up[:-1] if len(up) <= mb else greedy_cuts(up, cnt, mb)
             self.cuts.append(np.asarray(cuts, dtype=np.float64))
 
     def _bin_rows(self) -> None:
@@ -526,4 +548,4 @@ def fit_gbdt(
     return run_parties(ws, summer)[0]
 
 
-__all__ = ["EXP_MIN", "SCALE_SLOTS", "GBDTParams", "GBDTWorkload", "fit_gbdt"]
+__all__ = ["GBDTParams", "GBDTWorkload", "fit_gbdt", "greedy_cuts"]
