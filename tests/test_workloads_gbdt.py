@@ -111,3 +111,16 @@ def test_model_json_round_trip_and_errors(cancer, tmp_path) -> None:
         GBDTParams.from_dict({"max_depht": 3})
     with pytest.raises(ConfigError, match="loss: must be one of"):
         GBDTParams.from_dict({"loss": "hinge"})
+
+
+def test_greedy_cuts_keep_bins_for_the_rest_of_a_heavy_value() -> None:
+    from ringfl.workloads.gbdt import greedy_cuts
+
+    uppers = np.arange(1.0, 101.0)  # sketch bins [0,1), [1,2), ..., [99,100)
+    counts = np.full(100, 10.0)
+    counts[0] = 10_000.0  # most rows are zero (like an image's background)
+    cuts = greedy_cuts(uppers, counts, 16)
+    assert cuts[0] == 1.0  # the heavy value is a bin of its own
+    assert len(cuts) == 15  # and the other 15 bins share the remaining 99 values
+    sizes = np.diff(np.concatenate([cuts, [100.0]]))  # values per bin above the zeros
+    assert sizes.max() - sizes.min() <= 1
