@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _party_args(f)
     f.add_argument("-o", "--out", required=True, metavar="FILE", help="the model (JSON)")
     f.add_argument("--report", metavar="FILE", help="a JSON report: metrics, bytes, times")
-    f.add_argument("--metrics-jsonl", metavar="FILE", help="one JSON line per iteration (Newton)")
+    f.add_argument("--metrics-jsonl", metavar="FILE", help="one JSON line per iteration (loss)")
     f.set_defaults(handler=_fit)
 
     p = sub.add_parser("predict", help="predictions of a saved model: example_id,prediction")
@@ -168,14 +168,16 @@ def _fit(args: argparse.Namespace) -> int:
     task = load_task(args.task)
     runner = _Runner(args)
     try:
-        model = runner.run([task.workload_for(t) for t in runner.tables])
+        fitting = [task.workload_for(t) for t in runner.tables]
+        model = runner.run(fitting)
         fit_info = runner.info()
         data = [task.data(t) for t in runner.tables]
         metrics = runner.run([metrics_workload(model, x, y) for x, y, _ in data])
     finally:
         runner.close()
     model.save(args.out)
-    history = getattr(model, "history", [])
+    # per iteration: the Newton objective and step, or the GBDT training loss
+    history = getattr(model, "history", None) or getattr(fitting[0], "history", [])
     if args.metrics_jsonl:
         path = Path(args.metrics_jsonl)
         path.parent.mkdir(parents=True, exist_ok=True)

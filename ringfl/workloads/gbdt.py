@@ -15,7 +15,8 @@ Stages, each one secure sum of a vector every party builds from its own rows:
 3. TREES, level by level: per level one secure sum of the (gradient, hessian) histograms
    of every open node of every tree of the iteration (K trees at once for softmax), for
    all features and bins. Only the smaller child of each split is summed; its sibling is
-   the parent minus it. Every party then picks the same splits: the largest gain
+   the parent minus it; only bins that exist are sent (features with a single bin, and
+   the missing bin of features without missing values, are left out). Every party then picks the same splits: the largest gain
    G_L²/(H_L+λ) + G_R²/(H_R+λ) − G²/(H+λ) over features, thresholds and the missing
    values' direction (left or right, learned), with H_L, H_R ≥ min_child_weight; first
    maximum in (direction, feature, threshold) order. Leaves get −lr·G/(H+λ). Children
@@ -127,7 +128,8 @@ def greedy_cuts(uppers: np.ndarray, counts: np.ndarray, max_bins: int) -> np.nda
 class _Node:
     tree: int  # index into the iteration's trees
     depth: int
-    hist: np.ndarray | None = None  # features × (max_bins + 1) × 2, integer units
+    hist: np.ndarray | None = None  # 2 × features × (max_bins + 1), integer units
+    totals: np.ndarray | None = None  # the node's G, H in integer units
     parent: int = -1
     sibling: int = -1
     split: dict[str, Any] | None = None
@@ -172,6 +174,8 @@ class GBDTWorkload:
         self.trees: list[Tree] = []
         self.iteration = 0
         self.level_sums = 0
+        #: per iteration: the pooled mean training loss of the model before it
+        self.history: list[dict[str, float]] = []
         self._binades: list[np.ndarray] = []
 
     # -- the Workload interface ---------------------------------------------------------
@@ -216,6 +220,8 @@ class GBDTWorkload:
         elif self.stage == "sketch1":
             counts = total.reshape(self.f, _NB)
             self._binades = [np.flatnonzero(np.rint(c) > 0) for c in counts]
+            # pooled non-missing rows per feature: does the feature have missing values?
+            self.has_missing = np.rint(counts.sum(axis=1)) < self.n_total
             self.stage = "sketch2"
         elif self.stage == "sketch2":
             self._sketch2_apply(total)
@@ -324,6 +330,16 @@ class GBDTWorkload:
         self.nbins = np.array([len(c) + 1 for c in self.cuts])
         # flat histogram index of (feature, bin), reused for every node
         self._flat = (bins.astype(np.int64) + np.arange(self.f) * (mb + 1)).ravel()
+        # the (feature, bin) slots that are summed: bins that exist, and the missing bin of
+        # features with missing values; features with one bin cannot split and are left out
+        slots = []
+        for j in range(self.f):
+            if self.nbins[j] >= 2:
+                base = j * (mb + 1)
+                slots.append(np.arange(base, base + self.nbins[j]))
+                if self.has_missing[j]:
+                    slots.append(np.array([base + mb]))
+        self._slots = np.concatenate(slots) if slots else np.zeros(0, dtype=np.int64)
 
     # -- trees ----------------------------------------------------------------------------
 
@@ -361,40 +377,63 @@ class GBDTWorkload:
         self.h_unit = 2.0**-self.p.grad_bits
 
     def _hist(self, node_id: int) -> np.ndarray:
+        """A node's summed slots: gradients, hessians, then the node's totals G, H."""
         nd = self.nodes[node_id]
         rows = np.flatnonzero(self.pos[nd.tree] == node_id)
         width = self.f * (self.p.max_bins + 1)
         if rows.size == 0:
-            return np.zeros(width * 2)
+            return np.zeros(2 * len(self._slots) + 2)
         idx = self._flat.reshape(len(self.y), self.f)[rows].ravel()
-        g = np.repeat(self.gq[rows, nd.tree], self.f)
-        h = np.repeat(self.hq[rows, nd.tree], self.f)
-        return np.concatenate(
-            [
-                np.bincount(idx, weights=g, minlength=width),
-                np.bincount(idx, weights=h, minlength=width),
-            ]
-        )
+        gq, hq = self.gq[rows, nd.tree], self.hq[rows, nd.tree]
+        g = np.bincount(idx, weights=np.repeat(gq, self.f), minlength=width)
+        h = np.bincount(idx, weights=np.repeat(hq, self.f), minlength=width)
+        return np.concatenate([g[self._slots], h[self._slots], [gq.sum(), hq.sum()]])
 
     def _level_stats(self) -> np.ndarray:
-        if not self.to_sum:
-            return np.zeros(0)
-        return np.concatenate([self._hist(i) for i in self.to_sum])
+        parts = [self._hist(i) for i in self.to_sum]
+        if self.level == 0:  # the root level also carries the training loss (reported)
+            parts.append(np.array([self._loss_sum()]))
+        return np.concatenate(parts)
+
+    def _loss_sum(self) -> float:
+        """This party's summed training loss of the current model (cross-entropy, or
+        half the squared error)."""
+        raw, y = self.raw, self.y
+        if self.p.loss == "logistic":
+            z = raw[:, 0]
+            return float(np.sum(np.logaddexp(0.0, -z) * y + np.logaddexp(0.0, z) * (1 - y)))
+        if self.p.loss == "softmax":
+            z = raw - raw.max(axis=1, keepdims=True)
+            logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+            return float(-logp[np.arange(len(y)), y.astype(np.int64)].sum())
+        return float(0.5 * np.sum((raw[:, 0] - y) ** 2))
 
     def _level_apply(self, total: np.ndarray) -> None:
         self.level_sums += 1
-        width = self.f * (self.p.max_bins + 1)
+        if self.level == 0:
+            self.history.append(
+                {"iteration": self.iteration, "train_loss": float(total[-1]) / self.n_total}
+            )
+            total = total[:-1]
+        self.level += 1
         shape = (2, self.f, self.p.max_bins + 1)
+        ns = len(self._slots)
+        size = 2 * ns + 2
         level_nodes = []
         for i, node_id in enumerate(self.to_sum):
             nd = self.nodes[node_id]
-            nd.hist = total[i * 2 * width : (i + 1) * 2 * width].reshape(shape)
+            chunk = total[i * size : (i + 1) * size]
+            hist = np.zeros(shape)
+            flat = hist.reshape(2, -1)
+            flat[0, self._slots], flat[1, self._slots] = chunk[:ns], chunk[ns : 2 * ns]
+            nd.hist, nd.totals = hist, chunk[2 * ns :].copy()
             level_nodes.append(node_id)
             if nd.sibling >= 0:  # the sibling is the parent minus this child (exact)
                 sib = self.nodes[nd.sibling]
                 parent = self.nodes[nd.parent]
-                assert parent.hist is not None
+                assert parent.hist is not None and parent.totals is not None
                 sib.hist = parent.hist - nd.hist
+                sib.totals = parent.totals - nd.totals
                 level_nodes.append(nd.sibling)
         next_sum = []
         for node_id in sorted(level_nodes):
@@ -434,7 +473,8 @@ class GBDTWorkload:
         g = gq * self.g_unit
         h = hq * self.h_unit
         lam = self.p.l2_regularization
-        G, H = g[0].sum(), h[0].sum()  # every feature's bins hold every row once
+        assert nd.totals is not None
+        G, H = nd.totals[0] * self.g_unit, nd.totals[1] * self.h_unit
         gl = np.cumsum(g[:, :mb], axis=1)[:, : mb - 1]  # bins ≤ t go left, t = 0..mb−2
         hl = np.cumsum(h[:, :mb], axis=1)[:, : mb - 1]
         gm, hm = g[:, mb : mb + 1], h[:, mb : mb + 1]
@@ -481,10 +521,9 @@ class GBDTWorkload:
 
     def _make_leaf(self, nd: _Node) -> None:
         assert nd.hist is not None
+        assert nd.totals is not None
         # integer units times a power of two, summed below 2^53: exact, as in the split
-        g = nd.hist[0][0] * self.g_unit
-        h = nd.hist[1][0] * self.h_unit
-        self._set_leaf(nd, float(g.sum()), float(h.sum()))
+        self._set_leaf(nd, float(nd.totals[0] * self.g_unit), float(nd.totals[1] * self.h_unit))
 
     def _set_leaf(self, nd: _Node, G: float, H: float) -> None:
         nd.leaf = -self.p.learning_rate * G / (H + self.p.l2_regularization)
