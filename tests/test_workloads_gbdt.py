@@ -54,14 +54,14 @@ def test_close_to_lightgbm_binary_and_softmax_and_squared() -> None:
     assert acc >= (ref.predict(x[test]) == y[test]).mean() - 0.03
 
     xd, yd = load_digits(return_X_y=True)
-    xd, yd = xd[:900], yd[:900]
+    xd, yd = xd[:600], yd[:600]
     test = np.arange(len(yd)) % 4 == 0
     p = GBDTParams(
-        loss="softmax", num_classes=10, max_iters=15, max_depth=3, max_bins=16, learning_rate=0.3
+        loss="softmax", num_classes=10, max_iters=8, max_depth=3, max_bins=16, learning_rate=0.3
     )
     ours = fit_gbdt([(xd[~test][i::3], yd[~test][i::3]) for i in range(3)], p)
     lg = {**lgbm, "learning_rate": 0.3}
-    ref = lgb.LGBMClassifier(n_estimators=15, max_bin=16, **lg).fit(xd[~test], yd[~test])
+    ref = lgb.LGBMClassifier(n_estimators=8, max_bin=16, **lg).fit(xd[~test], yd[~test])
     acc = (ours.predict(xd[test]).argmax(axis=1) == yd[test]).mean()
     assert acc >= (ref.predict(xd[test]) == yd[test]).mean() - 0.04
     assert np.allclose(ours.predict(xd[test]).sum(axis=1), 1.0)
