@@ -163,8 +163,9 @@ def test_small_cells_are_refused_and_named(diabetes: pd.DataFrame) -> None:
     assert r2.refusals == [
         f"few: cell column bmi: refused, {d.bmi.count()} rows (fewer than min_count 1000)"
     ]
-    # two parties can never pass the default rule of 3
-    r3 = analyze(parse_query({"ops": q["ops"][2:]}), tables[:2])
+    # two parties with rows can never pass the default rule of 3 (the third has none)
+    empty = Table.from_arrays({k: v[:0] for k, v in tables[2].columns.items()})
+    r3 = analyze(parse_query({"ops": q["ops"][2:]}), [tables[0], tables[1], empty])
     assert r3.values["few"] is None and "only 2 parties" in r3.refusals[0]
 
 
