@@ -1,4 +1,4 @@
-"""Typed experiment configuration, loaded from TOML, every field validated.
+"""Typed experiment configuration, loaded from TOML or JSON, every field validated.
 
     seed = 0
     eval_every = 1                 # evaluate every k rounds (and after the last)
@@ -49,6 +49,7 @@ raises `ConfigError` naming the file and the field (e.g. `train.lr`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -250,17 +251,28 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
 
 
 def load_config(path: str | Path) -> Config:
-    """Read and validate a TOML config file. Relative data paths are taken from its directory."""
+    """Read and validate a config file: JSON when it ends in `.json`, else TOML (the same
+    schema and the same field errors). Relative data paths are taken from its directory."""
     path = Path(path)
+    is_json = path.suffix.lower() == ".json"
     try:
-        raw = tomllib.loads(path.read_text())
+        text = path.read_text()
+        raw = json.loads(text) if is_json else tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: invalid JSON: {exc}") from None
     return config_from_dict(raw, source=str(path), base_dir=path.resolve().parent)
+
+
+def save_config_json(cfg: Config, path: str | Path) -> None:
+    """Write `cfg` as a JSON config file that `load_config` reads back to an equal
+    `Config` (data paths are written as they are held: absolute after loading)."""
+    Path(path).write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
 
 
 def validate(cfg: Config, source: str = "config") -> None:
