@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "ringfl.commands.topology",
     "ringfl.commands.simulate",
     "ringfl.commands.peer",
+    "ringfl.commands.node",
 )
 
 
