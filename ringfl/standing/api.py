@@ -11,7 +11,7 @@ it: 401. A body that is not JSON, or a spec with a bad field: 400 with `field` n
 | GET | /api/tasks | task list (status, progress, proposer, participants) |
 | POST | /api/tasks | body: a task spec (JSON) → {"id"} |
 | GET | /api/tasks/{id} | detail: spec, votes, runs, history, local metrics, result |
-| GET | /api/tasks/{id}/wait?timeout=S | detail, once the task is terminal (or after S) |
+| GET | /api/tasks/{id}/wait?timeout=S | detail, once the task is terminal (or after S; a task not known yet is waited for) |
 | GET | /api/tasks/{id}/logs?after=N&wait=S | {"lines", "next"}: log lines after line N |
 | POST | /api/tasks/{id}/cancel | cancel (body optional: {"reason"}) |
 | GET | /api/tasks/{id}/runs/{k}/{model,metrics,predictions,log} | this party's files |
@@ -133,14 +133,12 @@ def create_app(service: NodeService, token: str) -> Starlette:
 
         def block() -> dict[str, Any] | None:
             end = time.monotonic() + timeout
-            seen = -1
             while True:
-                d = task_or_404(tid)
-                if d is None or d["status"] in TERMINAL or time.monotonic() >= end:
+                seen = service.version  # read before the state: no change slips between
+                d = task_or_404(tid)  # a task proposed elsewhere may not be here yet
+                if (d is not None and d["status"] in TERMINAL) or time.monotonic() >= end:
                     return d
-                seen = service.wait_change(
-                    seen if seen >= 0 else service.version, min(1.0, end - time.monotonic())
-                )
+                service.wait_change(seen, end - time.monotonic())
 
         d = await run_in_threadpool(block)
         return JSONResponse(d) if d is not None else _error(404, "no such task", "id")
@@ -153,6 +151,7 @@ def create_app(service: NodeService, token: str) -> Starlette:
         def block() -> dict[str, Any] | None:
             end = time.monotonic() + wait_s
             while True:
+                seen = service.version
                 d = task_or_404(tid)
                 if d is None:
                     return None
@@ -160,7 +159,7 @@ def create_app(service: NodeService, token: str) -> Starlette:
                 if len(lines) > after or d["status"] in TERMINAL or time.monotonic() >= end:
                     return {"lines": lines[after:], "next": len(lines), "status": d["status"]}
                 # peer output grows without events: look again at least every 0.25 s
-                service.wait_change(service.version, min(0.25, end - time.monotonic()))
+                service.wait_change(seen, min(0.25, end - time.monotonic()))
 
         d = await run_in_threadpool(block)
         return JSONResponse(d) if d is not None else _error(404, "no such task", "id")

@@ -153,13 +153,19 @@ class Node:
                 return
 
     def wait(self, task_id: str, timeout: float = 300.0) -> dict[str, Any]:
-        """The task's detail once it has ended; raises TimeoutError after `timeout` s."""
+        """The task's detail once it has ended; raises TimeoutError after `timeout` s.
+        A task proposed by another party is waited for until it arrives here."""
         end = time.monotonic() + timeout
         while True:
             left = end - time.monotonic()
-            d = self.request(
-                "GET", f"/api/tasks/{task_id}/wait?timeout={max(0.0, min(left, 30.0)):.2f}"
-            )
+            try:
+                d = self.request(
+                    "GET", f"/api/tasks/{task_id}/wait?timeout={max(0.0, min(left, 30.0)):.2f}"
+                )
+            except NodeError as exc:
+                if exc.status != 404 or left <= 0:
+                    raise
+                continue  # the server waited (up to 30 s) and the task is still unknown
             if d["status"] in TERMINAL:
                 return d
             if left <= 0:
