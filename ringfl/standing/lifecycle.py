@@ -134,7 +134,8 @@ def derive(events: list[dict[str, Any]], now: float) -> TaskView | None:
 def _run_status(r: RunView, parts: set[str]) -> None:
     bad = [(p, f) for p, f in sorted(r.finished.items()) if f.get("status") != "succeeded"]
     if bad:
-        r.status = "failed"
+        stopped = all(f.get("status") == "cancelled" for _, f in bad)
+        r.status = "cancelled" if stopped else "failed"
         r.reason = "; ".join(f"{p}: {f.get('status')}: {f.get('reason', '')}" for p, f in bad)
     elif set(r.finished) >= parts:
         hashes = {f.get("hash") for f in r.finished.values()}
@@ -154,7 +155,7 @@ def _running(v: TaskView, now: float) -> None:
         v.next_due = max(x["time"] for x in v.votes.values())
         return
     last = v.runs[-1]
-    if last.status == "failed":
+    if last.status in ("failed", "cancelled"):
         v.status, v.reason = "failed", f"run {last.run} failed: {last.reason}"
     elif last.status == "succeeded":
         more = "schedule" in spec and last.run < spec.get("max_runs", 1 << 30)
