@@ -655,6 +655,11 @@ class NodeService:
             proc = runner.PeerProcess(folder, saved["cmd"])
             if r["pid"] is not None and proc.adopt(int(r["pid"])):
                 self.log(f"task {r['task']}: run {r['run']}: following peer pid {r['pid']}")
+            elif (folder / "peer" / "summary.json").exists():
+                proc.cmd = None  # it ended while this node was down: read how
+                self.log(
+                    f"task {r['task']}: run {r['run']}: the peer ended while the node was down"
+                )
             else:
                 pid = proc.start()
                 self.store.x(
