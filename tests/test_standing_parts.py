@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import stat
+from pathlib import Path
 
 import networkx as nx
 import pytest
@@ -258,7 +259,7 @@ def test_store_migrates_and_keeps_data(tmp_path):
         Store(path)
 
 
-def test_runner_writes_a_ring_of_the_participants(tmp_path):
+def test_runner_writes_a_ring_of_the_participants(tmp_path, monkeypatch):
     from ringfl import topology
     from ringfl.config import load_config
     from ringfl.standing import runner
@@ -269,20 +270,23 @@ def test_runner_writes_a_ring_of_the_participants(tmp_path):
     req = runner.RunRequest(
         task="t", run=1, node="b", participants=["c", "a", "b"],
         endpoints={"a": "tcp://127.0.0.1:21001", "b": "tcp://127.0.0.1:21002", "c": "tcp://127.0.0.1:21003"},
-        node_graph=g, keys=tmp_path, folder=tmp_path / "run", train=tmp_path / "train.npz",
-        test=tmp_path / "test.npz",
+        node_graph=g, keys=tmp_path, folder=Path("run"), train=Path("run/data/train.npz"),
+        test=Path("run/data/test.npz"),
         config={"seed": 2, "model": {"layers": [{"type": "flatten"}, {"type": "linear"}]},
                 "train": {"rounds": 2, "lr": 0.1}, "algorithm": {"name": "ring"}},
     )  # fmt: skip
     t = runner.run_topology(req)
     assert t.graph["ring"] == ["c", "a", "b"] and t.nodes["a"]["address"].endswith(":21001")
     assert t.nodes["c"]["public_key"] == "kc"
+    monkeypatch.chdir(tmp_path)  # relative paths, as `ringfl node serve --state DIR` gives
+    (tmp_path / "run" / "data").mkdir(parents=True)
     for f in ("train.npz", "test.npz"):
-        (tmp_path / f).write_bytes(b"")
+        (tmp_path / "run" / "data" / f).write_bytes(b"")
     cmd = runner.prepare(req)
     assert cmd[cmd.index("--node") + 1] == "b"
     cfg = load_config(tmp_path / "run" / "config.toml")
-    assert cfg.data.files == (str(req.train),) * 3 and cfg.train.rounds == 2
+    assert cfg.data.files == (str(tmp_path / "run/data/train.npz"),) * 3
+    assert cfg.train.rounds == 2
     assert cfg.model.layers == ({"type": "flatten"}, {"type": "linear"})
     assert topology.ring_order(topology.load(tmp_path / "run" / "topology.json")) == ["c", "a", "b"]
     out = runner.read_outcome(tmp_path / "run", 3)

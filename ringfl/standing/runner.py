@@ -150,8 +150,8 @@ def prepare(req: RunRequest) -> list[str]:
     cfg["output"] = str(req.folder)
     cfg["data"] = {
         "dataset": "files",
-        "files": [str(req.train)] * len(req.participants),
-        "test": str(req.test),
+        "files": [str(req.train.resolve())] * len(req.participants),  # absolute: the
+        "test": str(req.test.resolve()),  # config resolves relative paths against its folder
     }
     conf = req.folder / "config.toml"
     conf.write_text(toml_text(cfg))

@@ -95,14 +95,14 @@ class NodeService:
             self.sign_keys[n] = public_key(g.nodes[n][SIGN_KEY], f"{src}: {SIGN_KEY} of {n!r}")
         self.me = self._resolve_me(opts, g)
         key_dir = find_identity_dir(opts.keys, self.me)
-        self.key_dir = key_dir
+        self.key_dir = key_dir.resolve()
         self.identity = Identity.load(key_dir)
         self.signer = SigningKey.load(key_dir)
         if self.signer.public_text != g.nodes[self.me][SIGN_KEY]:
             raise ConfigError(f"{key_dir}: sign.key is not node {self.me!r}'s sign_key")
         self.catalog = Catalog.load(opts.catalog)
         self.policy = Policy.load(opts.policy)
-        self.state = Path(opts.state)
+        self.state = Path(opts.state).resolve()
         self.state.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.state / "node.db")
         self._log_file = open(self.state / "node.log", "a", buffering=1)  # noqa: SIM115 (open for the node's life)
