@@ -45,6 +45,7 @@ def _browser():
 
 
 def test_dashboard_shows_a_running_task(tmp_path):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -58,21 +59,33 @@ def test_dashboard_shows_a_running_task(tmp_path):
         a = nodes["a"]
         driver.set_page_load_timeout(30)
         driver.get(f"{a.url}/#token={a.token}")
-        wait = WebDriverWait(driver, 90, poll_frequency=0.2)
+        # the page redraws itself every second: read it in one script call at a time
+        wait = WebDriverWait(
+            driver, 90, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
+        )
+
+        def js(script):
+            return driver.execute_script(script)
+
         row = f'tr.task-row[data-id="{tid}"][data-status="running"]'
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, row))
         driver.find_element(By.CSS_SELECTOR, row).click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f'#task-detail[data-id="{tid}"]'))
 
-        def plotted(d):  # the accuracy line has at least three rounds
-            lines = d.find_elements(By.CSS_SELECTOR, "#metrics-plot polyline.series")
-            return lines and len(lines[0].get_attribute("points").split()) >= 3
-
-        wait.until(plotted)
-        cells = driver.find_elements(By.CSS_SELECTOR, "#contributors td.contributors")
-        assert cells and all(c.text == "a, b, c" for c in cells)
-        assert "running" in driver.find_element(By.CSS_SELECTOR, "#task-detail .status").text
-        wait.until(lambda d: "round_start" in d.find_element(By.ID, "log").text)
+        points = (  # of the accuracy line in the metrics plot
+            "const l = document.querySelector('#metrics-plot polyline.series');"
+            "return l ? l.getAttribute('points').trim().split(/ +/).length : 0;"
+        )
+        wait.until(lambda d: js(points) >= 3)
+        cells = js(
+            "return [...document.querySelectorAll('#contributors td.contributors')]"
+            ".map(c => c.textContent);"
+        )
+        assert len(cells) >= 3 and set(cells) == {"a, b, c"}
+        assert js("return document.querySelector('#task-detail .status').textContent") == "running"
+        wait.until(
+            lambda d: "round_start" in js("return document.getElementById('log').textContent")
+        )
         SHOT.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(SHOT))
         assert SHOT.stat().st_size > 10_000

@@ -209,7 +209,10 @@ def test_a_killed_node_keeps_its_history_and_its_run(net):
     nodes["b"] = b2
     assert {t["id"]: t["status"] for t in b2.tasks() if t["id"] in before} == before
     assert {t: [e["id"] for e in b2.task(t)["history"]] for t in before} == hist
-    # the restarted node follows its running peer and reports the run's end
+    # the restarted node follows its running peer and reports the run's end; a's trace
+    # follows the task live until then
+    lines = list(nodes["a"].trace(tid, timeout=120))
+    assert sum(" finished run 1 succeeded" in x for x in lines) == 3, lines[-5:]
     hashes = set()
     for node in nodes.values():
         d = node.wait(tid, timeout=120)

@@ -291,3 +291,35 @@ def test_runner_writes_a_ring_of_the_participants(tmp_path, monkeypatch):
     assert topology.ring_order(topology.load(tmp_path / "run" / "topology.json")) == ["c", "a", "b"]
     out = runner.read_outcome(tmp_path / "run", 3)
     assert out.status == "failed" and "status 3" in out.reason
+
+
+def test_node_keys_command_writes_sign_keys(tmp_path):
+    from ringfl import topology
+    from ringfl.cli import main
+    from ringfl.standing.signing import SIGN_KEY
+
+    g = nx.Graph()
+    g.add_edge("x", "y")
+    topology.save(g, tmp_path / "t.json")
+    assert (
+        main(["node", "keys", "--topology", str(tmp_path / "t.json"), "--out", str(tmp_path / "k")])
+        == 0
+    )
+    g = topology.load(tmp_path / "t.json")
+    for n in "xy":
+        assert SigningKey.load(tmp_path / "k" / n).public_text == g.nodes[n][SIGN_KEY]
+    assert (
+        main(["node", "keys", "--topology", str(tmp_path / "t.json"), "--out", str(tmp_path / "k")])
+        == 1
+    )
+    assert main(["node", "keys", "--out", str(tmp_path / "one")]) == 0
+    assert stat.S_IMODE((tmp_path / "one" / "sign.key").stat().st_mode) == 0o600
+
+
+def test_ringfl_node_is_the_client():
+    import ringfl
+    from ringfl.standing.client import Node
+
+    assert ringfl.Node is Node
+    with pytest.raises(AttributeError):
+        ringfl.NoSuchThing  # noqa: B018

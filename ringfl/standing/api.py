@@ -12,7 +12,7 @@ it: 401. A body that is not JSON, or a spec with a bad field: 400 with `field` n
 | POST | /api/tasks | body: a task spec (JSON) → {"id"} |
 | GET | /api/tasks/{id} | detail: spec, votes, runs, history, local metrics, result |
 | GET | /api/tasks/{id}/wait?timeout=S | detail, once the task is terminal (or after S; a task not known yet is waited for) |
-| GET | /api/tasks/{id}/logs?after=N&wait=S | {"lines", "next"}: log lines after line N |
+| GET | /api/tasks/{id}/logs?after=E.L&wait=S | {"lines", "next"}: new lines after cursor E.L (events, peer lines) |
 | POST | /api/tasks/{id}/cancel | cancel (body optional: {"reason"}) |
 | GET | /api/tasks/{id}/runs/{k}/{model,metrics,predictions,log} | this party's files |
 | GET | /api/datasets | catalogs: names and schemas of every party |
@@ -145,7 +145,11 @@ def create_app(service: NodeService, token: str) -> Starlette:
 
     async def logs(request: Request) -> Response:
         tid = request.path_params["id"]
-        after = int(_float(request, "after", 0, 1e12))
+        raw = request.query_params.get("after", "0.0")
+        try:
+            e0, l0 = (int(x) for x in raw.split(".", 1)) if "." in raw else (int(raw), 0)
+        except ValueError:
+            raise SpecError("after", "a cursor 'E.L' from an earlier answer's next") from None
         wait_s = _float(request, "wait", 0.0, MAX_WAIT_S)
 
         def block() -> dict[str, Any] | None:
@@ -155,9 +159,11 @@ def create_app(service: NodeService, token: str) -> Starlette:
                 d = task_or_404(tid)
                 if d is None:
                     return None
-                lines = service.log_lines(tid)
-                if len(lines) > after or d["status"] in TERMINAL or time.monotonic() >= end:
-                    return {"lines": lines[after:], "next": len(lines), "status": d["status"]}
+                events, peer = service.log_lines(tid)
+                new = events[e0:] + peer[l0:]
+                if new or d["status"] in TERMINAL or time.monotonic() >= end:
+                    nxt = f"{len(events)}.{len(peer)}"
+                    return {"lines": new, "next": nxt, "status": d["status"]}
                 # peer output grows without events: look again at least every 0.25 s
                 service.wait_change(seen, min(0.25, end - time.monotonic()))
 

@@ -129,7 +129,7 @@ class Node:
     ) -> Iterator[str]:
         """The task's log lines (history, then this node's peer output); with `follow`,
         keeps yielding new lines until the task has ended (or `timeout` s passed)."""
-        after = 0
+        after = "0.0"  # an opaque cursor: events seen, peer log lines seen
         end = None if timeout is None else time.monotonic() + timeout
         while True:
             wait = (

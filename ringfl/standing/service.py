@@ -784,19 +784,24 @@ class NodeService:
         }.get(what)
         return path if path is not None and path.is_file() else None
 
-    def log_lines(self, task: str) -> list[str]:
-        """The task's history, then this node's peer output of each run, as text lines."""
-        lines = []
-        for e in self.store.events(task):
+    def log_lines(self, task: str) -> tuple[list[str], list[str]]:
+        """The task's log as two append-only streams of text lines: its events in the
+        order this node received them, and this node's peer output of each run."""
+        events = []
+        for r in self.store.q("SELECT body FROM events WHERE task = ? ORDER BY rowid", task):
+            e = json.loads(r["body"])
             t = time.strftime("%H:%M:%S", time.localtime(e["time"]))
-            lines.append(f"{t} [{e['origin']}] {e['kind']} {self._brief(e)}".rstrip())
+            events.append(f"{t} [{e['origin']}] {e['kind']} {self._brief(e)}".rstrip())
+        out = []
         for r in self.store.q("SELECT run, dir FROM runs WHERE task = ? ORDER BY run", task):
             try:
                 text = (Path(r["dir"]) / "peer.log").read_text(errors="replace")
             except OSError:
                 continue
-            lines += [f"[run {r['run']}] {x}" for x in text.splitlines()]
-        return lines
+            # a line still being written is left for the next call
+            done = text[: text.rfind("\n") + 1]
+            out += [f"[run {r['run']}] {x}" for x in done.splitlines()]
+        return events, out
 
     def wait_change(self, seen: int, timeout: float) -> int:
         """Block until the state changes after version `seen`, at most `timeout` s."""

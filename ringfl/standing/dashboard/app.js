@@ -4,7 +4,7 @@
 
 const TOKEN_KEY = "ringfl-node-token";
 let timer = null;
-let logCursor = { task: null, after: 0 };
+let logCursor = { task: null, after: "0.0" };
 
 function esc(s) {
   return String(s === null || s === undefined ? "" : s)
@@ -21,7 +21,18 @@ async function api(path) {
 
 function showLogin() {
   document.getElementById("login").hidden = false;
-  document.getElementById("view").innerHTML = "";
+  const view = document.getElementById("view");
+  view.innerHTML = "";
+  view.dataset.html = "";
+}
+
+// Replace a view's HTML only when it changed: the page refreshes every second, and an
+// unchanged view keeps its scroll position, selection and elements.
+function setHTML(el, html) {
+  if (el.dataset.html === html) return false;
+  el.innerHTML = html;
+  el.dataset.html = html;
+  return true;
 }
 
 function fmtTime(t) { return t ? new Date(t * 1000).toLocaleString() : "-"; }
@@ -44,11 +55,11 @@ async function viewTasks(el) {
       <td>${esc(t.schedule || "")}</td>
       <td class="muted">${fmtTime(t.created)}</td>
     </tr>`).join("");
-  el.innerHTML = `<div class="card"><h2>Tasks</h2>
+  const changed = setHTML(el, `<div class="card"><h2>Tasks</h2>
     <table id="task-list"><thead><tr><th>task</th><th>status</th><th>progress</th><th>proposer</th>
     <th>participants</th><th>schedule</th><th>created</th></tr></thead>
-    <tbody>${rows || '<tr><td colspan="7" class="muted">no tasks yet</td></tr>'}</tbody></table></div>`;
-  el.querySelectorAll("tr.task-row").forEach(tr =>
+    <tbody>${rows || '<tr><td colspan="7" class="muted">no tasks yet</td></tr>'}</tbody></table></div>`);
+  if (changed) el.querySelectorAll("tr.task-row").forEach(tr =>
     tr.addEventListener("click", () => { location.hash = "#/task/" + tr.dataset.id; }));
 }
 
@@ -121,7 +132,7 @@ async function viewTask(el, id) {
   const res = d.result ? `<p>Result: run ${d.result.run}, model <code>${esc(d.result.hash.slice(0, 16))}</code>, accuracy ${d.result.accuracy !== null ? (100 * d.result.accuracy).toFixed(2) + "%" : "-"}</p>` : "";
   const dl = local ? ["model", "metrics", "predictions", "log"].filter(w => w === "metrics" || w === "log" || local[w])
     .map(w => `<button class="download" data-what="${w}">${w}</button>`).join(" ") : "";
-  el.innerHTML = `
+  const changed = setHTML(el, `
     <div class="card" id="task-detail" data-id="${esc(d.id)}" data-status="${esc(d.status)}">
       <h2>${esc(d.name)} ${badge(d.status)} <code class="muted">${esc(d.id)}</code></h2>
       ${d.reason ? `<div class="reason">${esc(d.reason)}</div>` : ""}
@@ -137,18 +148,18 @@ async function viewTask(el, id) {
     <div class="card"><h2>Contributors per round</h2>
       <table id="contributors"><tr><th>round</th><th>contributors</th><th>dropped</th><th>accuracy</th></tr>${contrib || '<tr><td colspan="4" class="muted">no rounds yet</td></tr>'}</table>
     </div>
-    <div class="card"><h2>Log</h2><pre id="log"></pre></div>`;
-  el.querySelectorAll("button.download").forEach(b => b.addEventListener("click", () => download(d.id, run, b.dataset.what)));
-  await tailLog(id, true);
+    <div class="card"><h2>Log</h2><pre id="log"></pre></div>`);
+  if (changed) el.querySelectorAll("button.download").forEach(b => b.addEventListener("click", () => download(d.id, run, b.dataset.what)));
+  await tailLog(id, changed);
 }
 
-async function tailLog(id, fresh) {
-  if (logCursor.task !== id) logCursor = { task: id, after: 0, lines: [] };
+async function tailLog(id, redraw) {
+  if (logCursor.task !== id) logCursor = { task: id, after: "0.0", lines: [] };
   const r = await api(`/api/tasks/${id}/logs?after=${logCursor.after}`);
   logCursor.lines = (logCursor.lines || []).concat(r.lines).slice(-400);
   logCursor.after = r.next;
   const pre = document.getElementById("log");
-  if (pre) {
+  if (pre && (redraw || r.lines.length)) {
     pre.textContent = logCursor.lines.join("\n");
     pre.scrollTop = pre.scrollHeight;
   }
@@ -166,8 +177,8 @@ async function viewTopology(el) {
     g += `<text x="${pos[i][0]}" y="${pos[i][1] + 5}" text-anchor="middle" fill="#fff" font-weight="700">${esc(p.name)}</text>`;
   });
   const rows = d.parties.map(p => `<tr class="party" data-live="${p.live}"><td><span class="dot ${p.live ? "live" : "down"}"></span>${esc(p.name)}${p.me ? " (this node)" : ""}</td><td>${p.live ? "live" : "not heard"}</td><td class="muted">${p.last_heard_s === null ? (p.me ? "-" : "never") : p.last_heard_s + " s ago"}</td><td><code>${esc(p.address)}</code></td></tr>`).join("");
-  el.innerHTML = `<div class="card"><h2>Topology</h2><div class="plots"><svg width="300" height="300" id="topology-graph">${g}</svg>
-    <table id="parties" style="flex:1"><tr><th>party</th><th>liveness</th><th>last heard</th><th>node address</th></tr>${rows}</table></div></div>`;
+  setHTML(el, `<div class="card"><h2>Topology</h2><div class="plots"><svg width="300" height="300" id="topology-graph">${g}</svg>
+    <table id="parties" style="flex:1"><tr><th>party</th><th>liveness</th><th>last heard</th><th>node address</th></tr>${rows}</table></div></div>`);
 }
 
 async function viewData(el) {
@@ -179,7 +190,7 @@ async function viewData(el) {
       <td class="cols">${esc(e.schema.columns.slice(0, 24).join(", "))}${e.schema.columns.length > 24 ? ", … (" + e.schema.columns.length + " columns)" : ""}</td></tr>`).join("");
     html += `<h3>${esc(party)}</h3><table><tr><th>dataset</th><th>label</th><th>sample shape</th><th>columns</th></tr>${rows || '<tr><td colspan="4" class="muted">none</td></tr>'}</table>`;
   }
-  el.innerHTML = html + "</div>";
+  setHTML(el, html + "</div>");
 }
 
 async function route() {
@@ -196,7 +207,7 @@ async function route() {
     else if (h === "#/data") await viewData(el);
     else await viewTasks(el);
   } catch (e) {
-    if (e.message !== "unauthorized") el.innerHTML = `<div class="card reason">${esc(e.message)}</div>`;
+    if (e.message !== "unauthorized") setHTML(el, `<div class="card reason">${esc(e.message)}</div>`);
     return;
   }
   timer = setTimeout(route, 1000);  // live: tasks, progress, plots and the log tail
