@@ -323,3 +323,13 @@ def test_ringfl_node_is_the_client():
     assert ringfl.Node is Node
     with pytest.raises(AttributeError):
         ringfl.NoSuchThing  # noqa: B018
+
+
+def test_partner_catalogs_keep_only_well_formed_entries():
+    from ringfl.standing.service import _catalog_view
+
+    good = {"description": "d", "schema": {"columns": ["x"], "shape": [1], "label": "y",
+                                           "classes": 2, "format": "csv"}}  # fmt: skip
+    got = _catalog_view({"ok": good, "bad1": 3, "bad2": {"schema": {"columns": "x", "shape": [1]}},
+                         "bad3": {"schema": {"columns": ["x"], "shape": ["1"]}}})  # fmt: skip
+    assert got == {"ok": good}

@@ -274,7 +274,7 @@ class NodeService:
             if t == "hb":
                 self._on_heartbeat(sender, msg)
             elif t == "cat":
-                self.partner_catalogs[sender] = msg["datasets"]
+                self.partner_catalogs[sender] = _catalog_view(msg["datasets"])
                 self._bump()
             elif t == "refused":
                 self.store.refuse(
@@ -830,6 +830,31 @@ class NodeService:
     def refusals(self) -> list[dict[str, Any]]:
         rows = self.store.q("SELECT * FROM refusals ORDER BY id DESC LIMIT 200")
         return [dict(r) for r in rows]
+
+
+def _catalog_view(datasets: dict[str, Any]) -> dict[str, Any]:
+    """A partner's catalog as announced, keeping only well-formed entries (names,
+    descriptions, schemas of plain values): it is shown to this party as is."""
+    out = {}
+    for name, e in datasets.items():
+        schema = e.get("schema") if isinstance(e, dict) else None
+        if not isinstance(schema, dict):
+            continue
+        cols = schema.get("columns")
+        shape = schema.get("shape")
+        if not (isinstance(cols, list) and all(isinstance(c, str) for c in cols)):
+            continue
+        if not (isinstance(shape, list) and all(isinstance(x, int) for x in shape)):
+            continue
+        out[str(name)[:128]] = {
+            "description": str(e.get("description", ""))[:500],
+            "schema": {
+                "columns": cols, "shape": shape, "label": str(schema.get("label", ""))[:128],
+                "classes": schema.get("classes") if isinstance(schema.get("classes"), int) else None,
+                "format": str(schema.get("format", ""))[:16],
+            },
+        }  # fmt: skip
+    return out
 
 
 def new_token(path: Path) -> str:
