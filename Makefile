@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	# Pin torch to the CPU build first: an unpinned torch pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
+	# The dashboard test drives Debian's chromium + chromium-driver; install them as root when missing.
+	if [ "$$(id -u)" = 0 ] && ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; fi
 	touch $(STAMP)
 
 demo: $(STAMP)

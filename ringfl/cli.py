@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "ringfl.commands.simulate",
     "ringfl.commands.peer",
     "ringfl.commands.tabular",
+    "ringfl.commands.node",
 )
 
 
