@@ -127,7 +127,12 @@ def compute_costs() -> list[dict]:
         )
     row(
         "AES-256-GCM seal of a share",
-        _best(lambda: shamir.seal_share(key, key + key[:4], session=1, round=1, sender=1, recipient=2), 50),
+        _best(
+            lambda: shamir.seal_share(
+                key, key + key[:4], session=1, round=1, sender=1, recipient=2
+            ),
+            50,
+        ),
         1,
         "share",
     )

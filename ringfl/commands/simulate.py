@@ -22,7 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Simulate the peers of a topology file in one process, as a config file says.",
     )
     p.add_argument("--topology", required=True, metavar="FILE", help="topology file (.json, ...)")
-    p.add_argument("--config", required=True, metavar="FILE", help="experiment config (TOML, or JSON when it ends in .json)")
+    p.add_argument(
+        "--config",
+        required=True,
+        metavar="FILE",
+        help="experiment config (TOML, or JSON when it ends in .json)",
+    )
     p.add_argument("--out", metavar="DIR", help="output directory (default: config `output`)")
     p.add_argument("--no-baseline", action="store_true", help="skip the centralized baseline")
     p.add_argument(
