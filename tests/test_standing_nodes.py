@@ -229,7 +229,7 @@ def test_a_killed_node_keeps_its_history_and_its_run(net):
 
 def test_a_scheduled_task_runs_twice_from_the_last_model(net):
     parties, nodes = net
-    spec = task_spec(["a", "c"], schedule="every 1s", max_runs=2)
+    spec = task_spec(["a", "b", "c"], schedule="every 1s", max_runs=2)
     spec["config"]["train"]["rounds"] = 2
     tid = nodes["c"].create_task(spec)
     d = nodes["a"].wait(tid, timeout=150)
