@@ -43,13 +43,32 @@ _WINDOW_BLOBS = 160  # scan every 32-byte window of blobs up to this size
 
 
 def entropy_for(seed: int, peer: int):
+    """Reproducible entropy for tests (SHAKE-256 of a counter); real peers use os.urandom."""
     counter = [0]
 
     def draw(n: int) -> bytes:
         counter[0] += 1
-        return hashlib.shake_256(f"attack/{seed}/{peer}/{counter[0]}".encode()).digest(n)
+        return hashlib.shake_256(f"{seed}/{peer}/{counter[0]}".encode()).digest(n)
 
     return draw
+
+
+def machines_for(ring, xs, keys, pubs, *, seed, masking=None, session=SESSION, round=ROUND):
+    """One `SecureRingAllReduce` per peer of `ring`, with reproducible entropy."""
+    return {
+        p: SecureRingAllReduce(
+            p,
+            ring,
+            xs[p],
+            keys[p],
+            pubs,
+            session=session,
+            round=round,
+            masking=masking,
+            entropy=entropy_for(seed, p),
+        )
+        for p in ring
+    }
 
 
 @dataclass
@@ -75,20 +94,7 @@ def run(n: int, seed: int, faults: Sequence = (), masking: Masking | None = None
     m = length_for(n)
     xs = {p: rng.uniform(-0.4, 0.4, m) for p in range(n)}
     ring = [int(p) for p in rng.permutation(n)]
-    machines = {
-        p: SecureRingAllReduce(
-            p,
-            ring,
-            xs[p],
-            keys[p],
-            pubs,
-            session=SESSION,
-            round=ROUND,
-            masking=masking,
-            entropy=entropy_for(seed, p),
-        )
-        for p in range(n)
-    }
+    machines = machines_for(ring, xs, keys, pubs, seed=seed, masking=masking)
     raw: list = []
     aborted = False
     try:

@@ -6,11 +6,10 @@ every stage, aborts below the threshold, refused configurations.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
 from scipy import stats
+from secure_attack import machines_for
 
 from ringfl import wire
 from ringfl.collective.base import split
@@ -36,17 +35,6 @@ from ringfl.transport.memory import Crash, Inject, MemoryNetwork
 SESSION, ROUND = 77, 5
 
 
-def entropy_for(seed: int, peer: int):
-    """Reproducible entropy for tests (SHAKE-256 of a counter); real peers use os.urandom."""
-    counter = [0]
-
-    def draw(n: int) -> bytes:
-        counter[0] += 1
-        return hashlib.shake_256(f"{seed}/{peer}/{counter[0]}".encode()).digest(n)
-
-    return draw
-
-
 def make(n, m, seed, *, dtype=np.float64, masking=None, xs=None, scale=0.1):
     rng = np.random.default_rng(seed)
     keys = {p: PeerKeys.from_private_bytes(rng.bytes(32)) for p in range(n)}
@@ -54,20 +42,9 @@ def make(n, m, seed, *, dtype=np.float64, masking=None, xs=None, scale=0.1):
     if xs is None:
         xs = {p: (rng.standard_normal(m) * scale).astype(dtype) for p in range(n)}
     ring = [int(p) for p in rng.permutation(n)]
-    machines = {
-        p: SecureRingAllReduce(
-            p,
-            ring,
-            xs[p],
-            keys[p],
-            pubs,
-            session=SESSION,
-            round=ROUND,
-            masking=masking,
-            entropy=entropy_for(seed, p),
-        )
-        for p in range(n)
-    }
+    machines = machines_for(
+        ring, xs, keys, pubs, seed=seed, masking=masking, session=SESSION, round=ROUND
+    )
     return ring, xs, machines
 
 
