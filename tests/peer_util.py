@@ -191,7 +191,7 @@ def reference_ring_run(
     from ringfl.algorithms.base import get_flat, set_flat
     from ringfl.config import load_config
     from ringfl.learner import make_learner
-    from ringfl.peer.membership import apply_mean, ring_payload, split_result
+    from ringfl.engine.membership import apply_mean, ring_payload, split_result
     from ringfl.secure.fixedpoint import FixedPoint
     from ringfl.sim import prepare_data
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import zmq
 
-from ringfl.learner import session_id
+from ringfl.engine.build import session_id
 from ringfl.peer.curve import fingerprint
 from tests.peer_util import Ring, env, kill_group, reference_ring_run, start, wait, wait_for
 

@@ -19,7 +19,7 @@ from ringfl.errors import ConfigError, TopologyError, WireError
 from ringfl.peer import control
 from ringfl.peer.control import Op, State
 from ringfl.peer.curve import CurveSecurity, fingerprint
-from ringfl.peer.deadline import AdaptiveDeadline, DeadlinePolicy
+from ringfl.engine.failure import AdaptiveDeadline, DeadlinePolicy
 from ringfl.peer.identity import (
     MASK_KEY,
     Identity,
@@ -30,7 +30,7 @@ from ringfl.peer.identity import (
     topology_keys,
 )
 from ringfl.peer.launch import is_local_address
-from ringfl.peer.membership import (
+from ringfl.engine.membership import (
     apply_mean,
     has_majority,
     live_weights,
@@ -40,7 +40,7 @@ from ringfl.peer.membership import (
     split_result,
 )
 from ringfl.peer.node import data_session, resolve_node
-from ringfl.peer.resilient import ResilientNeighbourAverage, RetryingRingSum, attempt_tag
+from ringfl.collective.resilient import ResilientNeighbourAverage, RetryingRingSum, attempt_tag
 from ringfl.transport.memory import Crash, MemoryNetwork
 from ringfl.transport.zmq import ZmqPeer
 from tests.peer_util import cli, env, short_dir

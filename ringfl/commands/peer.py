@@ -123,7 +123,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _options(args: argparse.Namespace):
-    from ringfl.peer.deadline import DeadlinePolicy
+    from ringfl.engine.failure import DeadlinePolicy
     from ringfl.peer.node import PeerOptions
 
     policy = DeadlinePolicy(

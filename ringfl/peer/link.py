@@ -43,7 +43,7 @@ from ringfl import wire
 from ringfl.collective.events import Kind, Machine, Message
 from ringfl.errors import PeerTimeout, WireError
 from ringfl.peer import control
-from ringfl.peer.deadline import AdaptiveDeadline
+from ringfl.engine.failure import AdaptiveDeadline
 from ringfl.transport.zmq import ZmqPeer, _Run
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ Life of a peer (design: docs/peers.md):
 2. A ring round r: snapshot the model, train locally (in a worker thread, so the peer keeps
    answering probes and requests), build the payload [w·delta, w, join flags], run the
    (secure or plain) ring all-reduce over members(r), apply start + Σw·delta/Σw — the same
-   bits on every finisher — and compute members(r+1) (`ringfl.peer.membership`).
+   bits on every finisher — and compute members(r+1) (`ringfl.engine.membership`).
 3. Failures. The driver (`PeerLink`) waits with adaptive deadlines and probes; a peer that
    stops answering is declared gone, a LOST notice goes to every peer, and every receiver
    reports the loss to its running collective, which re-forms the ring without it
@@ -56,11 +56,11 @@ from ringfl.config import Config, load_config
 from ringfl.errors import ConfigError, PeerTimeout, RingflError, TopologyError
 from ringfl.peer import control
 from ringfl.peer.control import Op, State
-from ringfl.peer.deadline import AdaptiveDeadline, DeadlinePolicy
+from ringfl.engine.failure import AdaptiveDeadline, DeadlinePolicy
 from ringfl.peer.eventlog import EventLog
 from ringfl.peer.identity import Identity, find_identity_dir, node_dir_name, topology_keys
 from ringfl.peer.link import PeerLink
-from ringfl.peer.membership import (
+from ringfl.engine.membership import (
     apply_mean,
     has_majority,
     live_weights,
@@ -718,7 +718,7 @@ class PeerNode:
                 session=self.session,
                 round=rnd,
             )
-        from ringfl.peer.resilient import RetryingRingSum
+        from ringfl.collective.resilient import RetryingRingSum
 
         return RetryingRingSum(self.peer, self.members, payload, session=self.session, round=rnd)
 
@@ -791,7 +791,7 @@ class PeerNode:
         return ring[(ring.index(p) - 1) % len(ring)]
 
     def _gossip_round(self, rnd: int) -> dict[str, Any]:
-        from ringfl.peer.resilient import ResilientNeighbourAverage
+        from ringfl.collective.resilient import ResilientNeighbourAverage
 
         link = self.link
         assert link is not None and self.session is not None

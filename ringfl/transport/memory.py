@@ -12,14 +12,20 @@ and arrive `latency_s` after their last byte left. Hence links are FIFO. Computa
 no virtual time.
 
 Faults: `Crash(peer, after_sends=k)` — the peer's k-th send still goes out, then it is dead:
-its later sends and every message to it vanish (k = 0: dead from the start). `Inject(...)`
-delivers raw frames, as if from the network, at a virtual time.
+its later sends and every message to it vanish (k = 0: dead from the start). `Cut(side)` —
+messages between `side` and the other peers vanish (a partition); to each side the other
+is unreachable. `Inject(...)` delivers raw frames, as if from the network, at a virtual
+time. `start_at` delays a machine's start (its local training on virtual time);
+`link_factor` slows the link between two peers (latency and transfer time).
 
 Deadlines: when no event is pending and some live machine is unfinished, the clock
-advances by `deadline_s` and every live unfinished machine gets
-`peers_lost(crashed peers not yet reported to it)` — a perfect failure detector after the
-deadline (real drivers can only suspect). A machine's `PeerTimeout` (the default reaction)
-propagates out of `run`. If no crashed peer explains the stall, `run` raises `PeerTimeout`
+advances by `deadline_s` and every live unfinished machine learns the crashed and
+unreachable peers not yet reported to it — a perfect failure detector after the deadline
+(real drivers can only suspect). With `on_lost(peer, lost) -> bool` the driver hears of
+it first and may stop that peer (False: it leaves the run, as a real peer that finds
+itself in a minority stops); otherwise the machine gets `peers_lost`. `initial_lost`
+reports known losses right after the start. A machine's `PeerTimeout` (the default
+reaction) propagates out of `run`. If no crashed peer explains the stall, `run` raises `PeerTimeout`
 naming the peers the stalled machines are waiting for; so it does when a machine, told of
 every crash, still neither finishes nor sends.
 
@@ -51,6 +57,13 @@ class Crash:
 
 
 @dataclass(frozen=True)
+class Cut:
+    """Messages between the peers of `side` and all others vanish (a network partition)."""
+
+    side: frozenset[int]
+
+
+@dataclass(frozen=True)
 class Inject:
     """Deliver raw `frames` to peer `to` at virtual time `at_s` (tests of rejection)."""
 
@@ -69,6 +82,8 @@ class RunResult:
     virtual_time_s: float
     wire_bytes_sent: dict[int, int] = field(default_factory=dict)  # header + payload
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (receiver, reason)
+    stopped: frozenset[int] = frozenset()  # peers the driver stopped (`on_lost` said so)
+    finished_at: dict[int, float] = field(default_factory=dict)  # virtual time of Done
 
 
 class MemoryNetwork:
@@ -93,17 +108,27 @@ class MemoryNetwork:
     def run(
         self,
         machines: Mapping[int, Machine],
-        faults: Iterable[Crash | Inject] = (),
+        faults: Iterable[Crash | Cut | Inject] = (),
         *,
         capture: Capture | list | None = None,
         session: int | None = None,
+        initial_lost: Mapping[int, frozenset[int]] | None = None,
+        on_lost: Callable[[int, frozenset[int]], bool] | None = None,
+        start_at: Mapping[int, float] | None = None,
+        link_factor: Mapping[tuple[int, int], float] | None = None,
     ) -> RunResult:
         """Run every machine to completion (or death) and collect the results.
 
         `capture` gets (sender, to, frames) for every message put on the wire; a list is
-        appended to. `session`, if given, is checked by `wire.decode`.
+        appended to. `session`, if given, is checked by `wire.decode`. `initial_lost`,
+        `on_lost`, `start_at`, `link_factor`: see the module docstring.
         """
-        return _Run(self, dict(machines), list(faults), capture, session).go()
+        run = _Run(self, dict(machines), list(faults), capture, session)
+        run.initial_lost = dict(initial_lost or {})
+        run.on_lost = on_lost
+        run.start_at = dict(start_at or {})
+        run.link_factor = {(min(a, b), max(a, b)): f for (a, b), f in (link_factor or {}).items()}
+        return run.go()
 
 
 class _Run:
@@ -111,7 +136,7 @@ class _Run:
         self,
         net: MemoryNetwork,
         machines: dict[int, Machine],
-        faults: list[Crash | Inject],
+        faults: list[Crash | Cut | Inject],
         capture: Capture | list | None,
         session: int | None,
     ) -> None:
@@ -123,6 +148,13 @@ class _Run:
         else:
             self.capture = capture
         self.crash_after: dict[int, int] = {}
+        self.cut: frozenset[int] | None = None
+        self.initial_lost: dict[int, frozenset[int]] = {}
+        self.on_lost: Callable[[int, frozenset[int]], bool] | None = None
+        self.start_at: dict[int, float] = {}
+        self.link_factor: dict[tuple[int, int], float] = {}
+        self.stopped: set[int] = set()
+        self.finished_at: dict[int, float] = {}
         self.queue: list[tuple[float, int, int, int, list]] = []
         self.seq = 0
         self.now = 0.0
@@ -131,6 +163,8 @@ class _Run:
                 if f.peer not in machines:
                     raise ConfigError(f"fault names peer {f.peer}, which is not in the network")
                 self.crash_after[f.peer] = f.after_sends
+            elif f.__class__ is Cut:
+                self.cut = frozenset(f.side)
             elif f.__class__ is Inject:
                 if f.to not in machines:
                     raise ConfigError(f"injection to peer {f.to}, which is not in the network")
@@ -160,6 +194,7 @@ class _Run:
             elif a.__class__ is Done:
                 self.results[peer] = a.result
                 self.finished.add(peer)
+                self.finished_at[peer] = self.now
             else:
                 raise TypeError(f"peer {peer} returned {a!r}, not Send/Done")
 
@@ -174,30 +209,70 @@ class _Run:
         self.sends[peer] += 1
         self.bytes[peer] += len(body)
         self.wire_bytes[peer] += size
+        factor = self.link_factor.get((min(peer, a.to), max(peer, a.to)), 1.0)
         start = max(self.now, self.nic_free[peer])
-        end = start + size / self.net.bandwidth_Bps
+        end = start + factor * size / self.net.bandwidth_Bps
         self.nic_free[peer] = end
         if self.capture is not None:
             self.capture(peer, a.to, [head, bytes(body)])
-        self._push(end + self.net.latency_s, peer, a.to, frames)
+        if not self._cut_between(peer, a.to):
+            self._push(end + factor * self.net.latency_s, peer, a.to, frames)
         limit = self.crash_after.get(peer)
         if limit is not None and self.sends[peer] >= limit:
             self.dead.add(peer)
 
+    def _cut_between(self, a: int, b: int) -> bool:
+        return self.cut is not None and ((a in self.cut) != (b in self.cut))
+
+    def _unreachable(self, p: int) -> set[int]:
+        gone = set(self.dead) | self.stopped
+        if self.cut is not None:
+            gone |= {q for q in self.machines if self._cut_between(p, q)}
+        return gone - {p}
+
     def _live_unfinished(self) -> list[int]:
-        return [p for p in sorted(self.machines) if p not in self.dead and p not in self.finished]
+        return [
+            p
+            for p in sorted(self.machines)
+            if p not in self.dead and p not in self.finished and p not in self.stopped
+        ]
+
+    def _lose(self, p: int, lost: frozenset[int]) -> None:
+        self.reported[p] |= lost
+        if self.on_lost is not None and not self.on_lost(p, lost):
+            self.stopped.add(p)
+            return
+        self._act(p, self.machines[p].peers_lost(lost))
+
+    def _start(self, p: int) -> None:
+        if p in self.dead:
+            return
+        self._act(p, self.machines[p].start())
+        lost = self.initial_lost.get(p, frozenset()) - self.reported[p]
+        if lost and p not in self.finished:
+            self.reported[p] |= lost
+            self._act(p, self.machines[p].peers_lost(frozenset(lost)))
 
     def go(self) -> RunResult:
+        later = []
         for p in sorted(self.machines):
-            if p not in self.dead:
-                self._act(p, self.machines[p].start())
+            t = self.start_at.get(p, 0.0)
+            if t > 0:
+                later.append((t, p))
+            else:
+                self._start(p)
+        for t, p in sorted(later):  # a start is an event on the clock, like a message
+            self._push(t, -2, p, [])
         decode = wire.decode
         max_el = self.net.max_elements
         while True:
             while self.queue:
                 t, _, sender, to, frames = heapq.heappop(self.queue)
                 self.now = t
-                if to in self.dead:
+                if sender == -2:  # a delayed start
+                    self._start(to)
+                    continue
+                if to in self.dead or to in self.stopped:
                     continue
                 if to in self.finished:
                     self.rejected.append((to, f"message from {sender} after peer {to} finished"))
@@ -215,14 +290,13 @@ class _Run:
             self.now += self.net.deadline_s
             lost_any = False
             for p in stalled:
-                if p in self.dead or p in self.finished:
+                if p in self.dead or p in self.finished or p in self.stopped:
                     continue
-                new = self.dead - self.reported[p]
+                new = self._unreachable(p) - self.reported[p]
                 if not new:
                     continue
                 lost_any = True
-                self.reported[p] |= new
-                self._act(p, self.machines[p].peers_lost(frozenset(new)))
+                self._lose(p, frozenset(new))
             if not lost_any and not self.queue:
                 waiting = sorted(set().union(*(self.machines[p].expecting() for p in stalled)))
                 why = (
@@ -243,4 +317,6 @@ class _Run:
             virtual_time_s=self.now,
             wire_bytes_sent=self.wire_bytes,
             rejected=self.rejected,
+            stopped=frozenset(self.stopped),
+            finished_at=self.finished_at,
         )

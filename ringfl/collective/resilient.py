@@ -192,6 +192,11 @@ class ResilientNeighbourAverage(NeighbourAverage):
             return [self._finish(self.out)]
         return []
 
+    @property
+    def members(self) -> tuple[int, ...]:
+        """Whose values the mixed vector contains: this peer and the neighbours kept."""
+        return tuple(sorted({self.peer, *self.neighbours}))
+
     def receive(self, message: Message) -> list[Action]:
         if message.header.sender in self.dropped:
             raise WireError(f"gossip of peer {self.peer}: peer {message.header.sender} was lost")
