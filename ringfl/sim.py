@@ -51,7 +51,7 @@ from ringfl.engine.workload import AuxWorkload, NeuralWorkload
 from ringfl.errors import ConfigError
 from ringfl.local import evaluate
 from ringfl.models import ModelSpec
-from ringfl.partition import PartitionSummary, summarize
+from ringfl.partition import PartitionSummary
 from ringfl.transport.memory import Crash, Cut, MemoryNetwork, RunResult
 
 METRIC_FIELDS = (
@@ -318,7 +318,7 @@ class _Sim:
         self._wrong_losses(r)
         engines = self._all()
         handovers = {}
-        for p, e in engines.items():
+        for e in engines.values():
             for q in e.begin_round(r):
                 h = e.handover(q)
                 if h is not None and q in self._joining:

@@ -67,6 +67,16 @@ class MachineBase:
     def done(self) -> bool:
         return self._done
 
+    @property
+    def kinds(self) -> tuple[Kind, ...]:
+        """The message kinds this machine takes (drivers route by kind and round)."""
+        return (self.kind,)
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        """Whose inputs the result contains (without recovery: everyone it needs)."""
+        return tuple(sorted({self.peer, *self._needs()}))
+
     def _send(self, to: int, step: int, chunk: int, segment: int, payload: np.ndarray) -> Send:
         self.bytes_sent += payload.nbytes
         self.messages_sent += 1

@@ -80,9 +80,18 @@ Action = Send | Done
 
 
 class Machine(Protocol):
-    """What a driver needs from a protocol state machine."""
+    """What a driver needs from a protocol state machine: who runs it (`peer`), which
+    messages it takes (`kinds`, `round`), the events and `expecting()`, and, once done,
+    whose inputs its result contains (`members`, ring order)."""
 
     peer: int
+    round: int
+
+    @property
+    def kinds(self) -> tuple[Kind, ...]: ...
+
+    @property
+    def members(self) -> tuple[int, ...]: ...
 
     def start(self) -> list[Action]: ...
 

@@ -58,13 +58,17 @@ class StarSum(MachineBase):
             length = self.data.shape[0]
         super().__init__(peer, session=session, round=round, dtype=dt)
         self.length = int(length)
-        self.members: tuple[int, ...] = tuple(self.clients)  # no recovery: all or nothing
         self.segments = split(0, self.length, segment_elements(segment_bytes, dt))
         self.out = np.zeros(self.length, dtype=dt)
         # hub: pending[k][client] = segment k from that client; client: segments received
         self._pending: list[dict[int, np.ndarray]] = [{} for _ in self.segments]
         self._missing = len(self.segments) * (len(self.clients) if self.is_hub else 1)
         self._left = {c: len(self.segments) for c in (self.clients if self.is_hub else [hub])}
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        """The clients: a star has no recovery, so every client's input is in the sum."""
+        return tuple(self.clients)
 
     def start(self) -> list[Action]:
         if self.is_hub:

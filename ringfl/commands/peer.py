@@ -1,7 +1,8 @@
 """Real peers: `ringfl peer`, `ringfl launch`, `ringfl keys`, `ringfl status`.
 
     ringfl keys generate --out DIR [--topology FILE [-o OUT]] [--force]
-    ringfl peer --topology FILE --config FILE [--node NAME] [--keys DIR] [--out DIR] [--insecure]
+    ringfl peer --topology FILE --config FILE [--node NAME] [--data FILE [--val FILE]]
+                [--keys DIR] [--out DIR] [--insecure]
     ringfl launch --topology FILE --config FILE [--keys DIR] [--out DIR] [--nodes A,B] [--insecure]
     ringfl status DIR [--json]
 
@@ -30,6 +31,13 @@ def _add_run_args(p: argparse.ArgumentParser, *, launch: bool) -> None:
             "$RINGFL_PEER_INDEX, $SLURM_PROCID, $OMPI_COMM_WORLD_RANK, $PMI_RANK)",
         )
         p.add_argument("--bind", metavar="ADDR", help="bind here instead of the topology's address")
+        p.add_argument(
+            "--data",
+            metavar="FILE",
+            help="this party's own training data (.csv, .npz, .npy); no other party's file "
+            "is ever read (default: the node's `data` in the topology, or data.files)",
+        )
+        p.add_argument("--val", metavar="FILE", help="this party's own validation data")
     else:
         p.add_argument("--nodes", metavar="A,B", help="only these nodes (default: all local)")
     p.add_argument(
@@ -87,7 +95,8 @@ def _add_run_args(p: argparse.ArgumentParser, *, launch: bool) -> None:
         action="append",
         default=[],
         metavar=("NODE:" if launch else "") + "SPEC",
-        help="test hook: kill@ROUND:SENDS (SIGKILL itself) or nan@ROUND (non-finite delta)",
+        help="test hook: kill@ROUND:SENDS (SIGKILL itself) or nan@ROUND (non-finite delta); "
+        "a config's [[faults]] schedule does the same for every peer",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="show every event")
 
@@ -151,7 +160,21 @@ def _options(args: argparse.Namespace):
         fresh=args.fresh,
         faults=tuple(args.fault) if not hasattr(args, "nodes") else (),
         verbose=args.verbose,
+        data=getattr(args, "data", None),
+        val=getattr(args, "val", None),
     )
+
+
+def process_settings() -> None:
+    """Process-wide settings of a peer process, set here at the entry point only: one torch
+    thread (several peers share a machine's cores), and glibc's allocator tuned for many
+    short-lived message buffers."""
+    import torch
+
+    from ringfl.transport.zmq import tune_malloc
+
+    torch.set_num_threads(1)
+    tune_malloc()
 
 
 def _peer(args: argparse.Namespace) -> int:
@@ -163,6 +186,7 @@ def _peer(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    process_settings()
     try:
         return PeerNode(opts).run()
     except PeerStopped as exc:

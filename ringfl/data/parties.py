@@ -60,7 +60,9 @@ def party_files(
         k = max(d.num_classes for d in (own, v, test) if d is not None)
     for d in (own, v, test):
         if d is not None and d.num_classes > k:
-            raise ValueError(f"{d.name}: labels go up to {d.num_classes - 1}, data.num_classes is {k}")
+            raise ValueError(
+                f"{d.name}: labels go up to {d.num_classes - 1}, data.num_classes is {k}"
+            )
     shapes = {d.input_shape for d in (own, v, test) if d is not None}
     if len(shapes) != 1:
         raise ValueError(f"{own.name}: train/validation/test samples have shapes {sorted(shapes)}")

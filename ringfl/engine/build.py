@@ -51,7 +51,9 @@ def neural_workload(
 ) -> NeuralWorkload:
     """This party's model (built from `config.seed`, so every party starts identical),
     trainer and evaluation data."""
-    net = build_model(model_spec(config, model), data.train.input_shape, data.num_classes, config.seed)
+    net = build_model(
+        model_spec(config, model), data.train.input_shape, data.num_classes, config.seed
+    )
     t = config.train
     trainer = LocalTrainer(
         net,
@@ -88,7 +90,9 @@ def make_engine(
     if masks(config.algorithm) and algorithm.collective == "ring":
         if keys is None or public_keys is None:
             raise ValueError(f"peer {peer}: secure sums need its key pair and the public keys")
-        secure = SecureSettings(keys, dict(public_keys), clip=config.algorithm.clip, entropy=entropy)
+        secure = SecureSettings(
+            keys, dict(public_keys), clip=config.algorithm.clip, entropy=entropy
+        )
     return RoundEngine(
         peer=peer,
         algorithm=algorithm,

@@ -207,9 +207,7 @@ def resolve(faults: Sequence[Fault], names: Sequence[str], *, source: str = "fau
                     f"{len(names)} peers, got {len(side)}"
                 )
             parts[f.round] = side
-    return FaultPlan(
-        crashes, restarts, {r: tuple(v) for r, v in wrong.items()}, slow, links, parts
-    )
+    return FaultPlan(crashes, restarts, {r: tuple(v) for r, v in wrong.items()}, slow, links, parts)
 
 
 __all__ = ["FAULT_KINDS", "Fault", "FaultPlan", "fault_from_dict", "resolve"]

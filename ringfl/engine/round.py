@@ -130,7 +130,10 @@ class RoundEngine:
 
     def __post_init__(self) -> None:
         self.membership = Membership(
-            self.peer, self.n_peers, [int(p) for p in self.order], not_before=dict(self.plan.restarts)
+            self.peer,
+            self.n_peers,
+            [int(p) for p in self.order],
+            not_before=dict(self.plan.restarts),
         )
         if self.algorithm.collective == "neighbours" and self.row is None:
             raise ValueError("a gossip engine needs its mixing row")
@@ -221,7 +224,9 @@ class RoundEngine:
         fresh = self.membership.fresh_notice(peers, round_index)
         if self.peer in peers and round_index >= self.round - 1:
             self.must_rejoin = True
-        return self.peers_lost(fresh - {self.peer}, max(round_index, self.round)) if fresh else set()
+        return (
+            self.peers_lost(fresh - {self.peer}, max(round_index, self.round)) if fresh else set()
+        )
 
     def _check(self) -> None:
         if self.collective == "ring":
@@ -273,9 +278,7 @@ class RoundEngine:
 
     def train(self, round_index: int) -> LocalStats:
         """This party's local work of the round."""
-        self._local = (
-            LocalStats(float("nan")) if self.aux else self.workload.local(round_index)
-        )
+        self._local = LocalStats(float("nan")) if self.aux else self.workload.local(round_index)
         return self._local
 
     def lost_at_start(self, round_index: int) -> frozenset[int]:
@@ -353,7 +356,9 @@ class RoundEngine:
         correct, total, loss = (float(v) for v in slot)
         if not total > 0:
             return None
-        return GlobalEval(round_index, correct / total, loss * LOSS_SCALE / total, total * self.val_total)
+        return GlobalEval(
+            round_index, correct / total, loss * LOSS_SCALE / total, total * self.val_total
+        )
 
     def finish_round(self, round_index: int, result: np.ndarray, machine: Machine) -> RoundRecord:
         """Apply the round's collective result; move membership on; report the round."""
@@ -409,7 +414,12 @@ class RoundEngine:
         if ev is not None:
             slot[:] = (ev.correct / t, ev.total / t, ev.loss_sum / (t * LOSS_SCALE))
         return ring_sum(
-            self.peer, self.members, slot, secure=self.secure, session=self.session, round_index=rounds
+            self.peer,
+            self.members,
+            slot,
+            secure=self.secure,
+            session=self.session,
+            round_index=rounds,
         )
 
     def finish_closing(self, rounds: int, result: np.ndarray) -> GlobalEval | None:

@@ -1,4 +1,7 @@
-"""`PeerNode`: one real peer process — start-up, rounds, failures, rejoin, outputs.
+"""`PeerNode`: one real peer process — the ZeroMQ driver of a `RoundEngine`: start-up
+handshake, control messages, waiting, checkpoints and outputs. Every learning, weighting,
+membership and recovery decision is the engine's (`ringfl.engine`), the same code the
+simulator drives.
 
     node = PeerNode(PeerOptions(topology="ring.json", node="a", config="run.toml",
                                 keys="keys/"))
@@ -21,12 +24,17 @@ Life of a peer (design: docs/peers.md):
    stops answering is declared gone, a LOST notice goes to every peer, and every receiver
    reports the loss to its running collective, which re-forms the ring without it
    (masking recovery in secure mode). A peer that learns it was itself declared gone
-   rejoins. A peer that can reach only a minority of the topology stops.
+   rejoins. A peer that can reach only a minority of the topology stops (the engine queues
+   the decision; the driver raises it in its own loop).
 4. Checkpoint after every round (atomic, `ringfl.checkpoint`): model, next round, members.
 5. Rejoin. A restarted peer (new incarnation) says HELLO; every running peer folds the
    request into its next payload's join flags, so all agree to admit it from the next
    round; the admitted peer's ring predecessor sends it a STATE (that round's start model,
    members and session), and it takes part from that round on.
+
+Data: only this party's own — `--data`/`--val` (or the node's `data`/`val` attributes in
+the topology, relative to the topology file), else its entry of the config's
+`data.files`, else its part of a built-in dataset.
 
 Outputs in its directory: events.jsonl (every event), metrics.jsonl (one line per round),
 checkpoint.npz, model.npz (final), summary.json, and with `save_deltas` one
@@ -38,7 +46,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -50,24 +57,18 @@ from typing import Any, TextIO
 import numpy as np
 
 from ringfl import checkpoint
-from ringfl.algorithms.base import get_flat, set_flat
 from ringfl.collective.events import Machine, Message
 from ringfl.config import Config, load_config
+from ringfl.data.parties import PartyData
+from ringfl.engine.failure import AdaptiveDeadline, DeadlinePolicy
+from ringfl.engine.round import Handover, RoundEngine
 from ringfl.errors import ConfigError, PeerTimeout, RingflError, TopologyError
 from ringfl.peer import control
 from ringfl.peer.control import Op, State
-from ringfl.engine.failure import AdaptiveDeadline, DeadlinePolicy
 from ringfl.peer.eventlog import EventLog
 from ringfl.peer.identity import Identity, find_identity_dir, node_dir_name, topology_keys
 from ringfl.peer.link import PeerLink
-from ringfl.engine.membership import (
-    apply_mean,
-    has_majority,
-    live_weights,
-    next_members,
-    ring_payload,
-    split_result,
-)
+from ringfl.testing.faults import KillAfter, parse_fault_hooks
 
 #: Environment variables that name this process's node (first match wins): a node id,
 #: then a peer index (position in the topology's node list).
@@ -103,7 +104,10 @@ class PeerOptions:
     faults: tuple[str, ...] = ()
     verbose: bool = False
     console: TextIO | None = sys.stderr
-    data: Any = None  # a `ringfl.sim.PeerData` loaded before forking (`ringfl launch`)
+    data: str | None = None  # this party's own training file (`--data`)
+    val: str | None = None  # its own validation file (`--val`)
+    party: PartyData | None = None  # this party's data, loaded already (launch, Python API)
+    model: Any = None  # a model factory or layer list (Python API), else the config's
 
 
 def resolve_node(graph: Any, node: str | None, env: dict[str, str] | None = None) -> Hashable:
@@ -136,53 +140,6 @@ def resolve_node(graph: Any, node: str | None, env: dict[str, str] | None = None
     )
 
 
-def _parse_faults(faults: tuple[str, ...]) -> dict[str, tuple[int, int]]:
-    """Test hooks: `kill@R:S` (SIGKILL itself when handing its S-th message of round R to
-    the driver), `nan@R` (a non-finite delta in round R)."""
-    out = {}
-    for f in faults:
-        try:
-            what, at = f.split("@", 1)
-            parts = [int(x) for x in at.split(":")]
-        except ValueError:
-            raise ConfigError(f"--fault {f!r}: expected kill@ROUND:SENDS or nan@ROUND") from None
-        if what == "kill" and len(parts) == 2:
-            out["kill"] = (parts[0], parts[1])
-        elif what == "nan" and len(parts) == 1:
-            out["nan"] = (parts[0], 0)
-        else:
-            raise ConfigError(f"--fault {f!r}: expected kill@ROUND:SENDS or nan@ROUND")
-    return out
-
-
-class _KillAfter:
-    """Wraps a machine; SIGKILLs this process when it hands out its `sends`-th message."""
-
-    def __init__(self, machine: Machine, sends: int) -> None:
-        self._m = machine
-        self._left = sends
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._m, name)
-
-    def _count(self, actions: list) -> list:
-        for a in actions:
-            if type(a).__name__ == "Send":
-                self._left -= 1
-                if self._left <= 0:
-                    os.kill(os.getpid(), signal.SIGKILL)
-        return actions
-
-    def start(self) -> list:
-        return self._count(self._m.start())
-
-    def receive(self, message: Message) -> list:
-        return self._count(self._m.receive(message))
-
-    def peers_lost(self, peers: frozenset[int]) -> list:
-        return self._count(self._m.peers_lost(peers))
-
-
 def data_session(seed: int, incarnations: dict[int, int]) -> int:
     """The u64 session of a run: from the seed and every starting peer's incarnation."""
     text = f"ringfl-run:{seed}:" + ",".join(f"{p}={i}" for p, i in sorted(incarnations.items()))
@@ -194,7 +151,9 @@ class PeerNode:
 
     def __init__(self, opts: PeerOptions) -> None:
         from ringfl import topology
-        from ringfl.learner import session_id
+        from ringfl.algorithms import REGISTRY, masks
+        from ringfl.engine.build import session_id
+        from ringfl.engine.faults import resolve
 
         self.opts = opts
         self.config: Config = load_config(opts.config)
@@ -205,18 +164,22 @@ class PeerNode:
         self.node = resolve_node(g, opts.node)
         self.peer = topology.peer_index(g)[self.node]
         src = str(opts.topology)
+        self.topology_dir = Path(src).resolve().parent
         missing = [repr(n) for n in self.nodes if topology.ADDRESS not in g.nodes[n]]
         if missing:
             raise TopologyError(f"{src}: no address for node(s) {', '.join(missing[:8])}")
         self.endpoints = {i: g.nodes[n][topology.ADDRESS] for i, n in enumerate(self.nodes)}
         algo = self.config.algorithm
-        if algo.name not in ("ring", "gossip"):
+        entry = REGISTRY[algo.name]
+        if not entry.real_peers:
             raise ConfigError(
-                f"{opts.config}: algorithm.name = {algo.name!r}: real peers run 'ring' or "
-                "'gossip' (use `ringfl sim` for the others)"
+                f"{opts.config}: algorithm.name = {algo.name!r} runs in the simulator only "
+                f"({entry.summary}); real peers run "
+                + ", ".join(repr(k) for k, e in REGISTRY.items() if e.real_peers)
             )
-        self.mode = algo.name
-        self.masking = algo.secure and self.mode == "ring"
+        self.collective = entry.build(algo).collective
+        self.mode = "gossip" if self.collective == "neighbours" else "ring"
+        self.masking = masks(algo)
         self.keys = topology_keys(g, src)
         if not opts.insecure and self.keys.curve is None:
             raise ConfigError(
@@ -235,7 +198,11 @@ class PeerNode:
             if opts.keys is None:
                 raise ConfigError("--keys DIR is needed (this peer's key directory)")
             self.identity = Identity.load(find_identity_dir(opts.keys, self.node))
-            if self.masking and self.keys.mask[self.peer] != self.identity.mask.public_bytes:
+            if (
+                self.masking
+                and self.keys.mask is not None
+                and self.keys.mask[self.peer] != self.identity.mask.public_bytes
+            ):
                 raise ConfigError(
                     f"the mask key in {opts.keys} is not the topology's mask_key of node "
                     f"{self.node!r}"
@@ -245,66 +212,83 @@ class PeerNode:
             if self.mode == "ring"
             else list(range(self.n))
         )
-        self.row = topology.mixing_rows(g, src)[self.peer] if self.mode == "gossip" else {}
+        self.row = topology.mixing_rows(g, src)[self.peer] if self.mode == "gossip" else None
+        self.plan = resolve(self.config.faults, [str(v) for v in self.nodes], source=opts.config)
         out = opts.out or str(Path(self.config.output) / "peers" / node_dir_name(self.node))
         self.dir = Path(out)
-        self.faults = _parse_faults(opts.faults)
+        self.faults = parse_fault_hooks(opts.faults)
+        crash = self.plan.crashes.get(self.peer)
+        if crash is not None and "kill" not in self.faults:
+            self.faults["kill"] = crash
         self.log = EventLog(
             self.dir, node=self.node, peer=self.peer, console=opts.console, verbose=opts.verbose
         )
         self.control_session = session_id(self.config.seed, "ringfl-control")
         self.deadline = AdaptiveDeadline(opts.deadline)
         self.incarnation = time.time_ns() // 1000
-        # run state
+        # run state (the transport's; decisions live in the engine)
         self.state = State.STARTING
         self.round = 0
-        self.members: list[int] = []
         self.session: int | None = None
         self.heard: dict[int, control.Hello] = {}
         self.known_inc: dict[int, int] = {}
-        self.gone: set[int] = set()
-        self.notices: dict[int, set[int]] = {}
-        self.join_requests: dict[int, int] = {}
-        self.admitted_round: dict[int, int] = {}
         self.done_peers: set[int] = set()
         self._told: dict[int, int] = {}
         self._refusals: dict[str, tuple[float, int]] = {}
-        self.snapshot: tuple[int, tuple[int, ...], np.ndarray] | None = None
         self.last_sum: tuple[int, control.SumResult] | None = None
         self.pending_state: control.StateTransfer | None = None
         self.metrics_path = self.dir / "metrics.jsonl"
         self.link: PeerLink | None = None
         self.security: Any = None
         self.context: Any = None
-        self.bytes_control = 0
         self.started_at = time.time()
+        self.engine: RoundEngine | None = None
+        self.public_test: Any = None
+        self.model_elements = 0
 
     # -- set-up -------------------------------------------------------------------------
 
-    def _prepare(self) -> None:
-        import torch
+    def _party(self) -> PartyData:
+        """This party's own data (see the module docstring); nobody else's file is read."""
+        from ringfl.data.parties import load_party, resolve_path
 
-        from ringfl.learner import make_learner
-        from ringfl.sim import prepare_data
-        from ringfl.transport.zmq import tune_malloc
+        if self.opts.party is not None:
+            return self.opts.party
+        attrs = self.graph.nodes[self.node]
+        train, val = self.opts.data, self.opts.val
+        if train is None and attrs.get("data") is not None:
+            train = resolve_path(str(attrs["data"]), self.topology_dir)
+        if val is None and attrs.get("val") is not None:
+            val = resolve_path(str(attrs["val"]), self.topology_dir)
+        if train is None and self.config.data.dataset == "files" and not self.config.data.files:
+            raise ConfigError(
+                f"node {self.node!r}: which data is this party's? pass --data FILE, give the "
+                "node a `data` attribute in the topology, or list data.files in the config"
+            )
+        try:
+            return load_party(self.config, self.n, self.peer, train=train, val=val)
+        except ValueError as exc:
+            raise ConfigError(f"node {self.node!r}: {exc}") from None
 
-        torch.set_num_threads(1)
-        tune_malloc()  # this process is one peer: let glibc reuse message buffers
-        data = self.opts.data if self.opts.data is not None else prepare_data(self.config, self.n)
-        self.test = data.test
-        sizes = [len(p) for p in data.parts]
-        self.weight = sizes[self.peer] / max(sum(sizes), 1)
-        self.learner = make_learner(
+    def _prepare(self) -> RoundEngine:
+        from ringfl.engine.build import make_engine, neural_workload
+
+        party = self._party()
+        self.public_test = party.test
+        workload = neural_workload(self.peer, self.config, party, self.opts.model)
+        engine = make_engine(
             self.peer,
-            self.graph,
+            self.n,
             self.config,
-            data.parts[self.peer],
-            num_classes=data.num_classes,
-            session=self.control_session,
+            workload,
+            order=self.order,
+            row=self.row,
             keys=self.identity.mask if self.masking and self.identity else None,
             public_keys=self.keys.mask if self.masking else None,
+            plan=self.plan,
         )
-        self.model_elements = get_flat(self.learner.model).shape[0]
+        self.model_elements = workload.get().shape[0]
+        return engine
 
     def _open_link(self) -> PeerLink:
         import zmq
@@ -343,6 +327,7 @@ class PeerNode:
         link.on_lost = self._on_declared
         link.on_drop = self._on_drop
         link.on_stale = self._on_stale
+        link.interrupt = self._interrupt
         return link
 
     def _max_elements(self) -> int:
@@ -364,8 +349,16 @@ class PeerNode:
 
     # -- helpers --------------------------------------------------------------------------
 
+    @property
+    def eng(self) -> RoundEngine:
+        assert self.engine is not None
+        return self.engine
+
     def name(self, p: int) -> str:
         return str(self.nodes[p])
+
+    def names(self, peers: Any) -> list[str]:
+        return [self.name(p) for p in sorted(peers)]
 
     def _send(self, to: int, msg: Message) -> None:
         assert self.link is not None
@@ -393,6 +386,17 @@ class PeerNode:
             op, session=self.control_session, round=round, sender=self.peer, payload=payload
         )
 
+    def _interrupt(self) -> BaseException | None:
+        """A decision the engine queued, raised in the driver's loop."""
+        e = self.engine
+        if e is None or self.state != State.RUNNING:
+            return None
+        if e.stop_reason is not None:
+            return PeerStopped(f"node {self.node!r}: {e.stop_reason}")
+        if e.must_rejoin:
+            return _Rejoin()
+        return None
+
     # -- control messages -----------------------------------------------------------------
 
     def _on_refused(self, fp: str) -> None:
@@ -411,7 +415,8 @@ class PeerNode:
         # a peer we count as gone still talks to us: tell it (once a round), so it rejoins
         if (
             sender is not None
-            and sender in self.gone
+            and self.engine is not None
+            and sender in self.eng.membership.gone
             and self.state == State.RUNNING
             and self.mode == "ring"
             and self._told.get(sender) != self.round
@@ -421,7 +426,7 @@ class PeerNode:
 
     def _on_control(self, msg: Message) -> None:
         op, value = control.decode_control(
-            msg, n_peers=self.n, model_elements=getattr(self, "model_elements", None)
+            msg, n_peers=self.n, model_elements=self.model_elements or None
         )
         p = msg.header.sender
         if op in (Op.HELLO, Op.ACK):
@@ -438,9 +443,10 @@ class PeerNode:
     def _on_hello(self, op: Op, p: int, h: control.Hello) -> None:
         self.heard[p] = h
         old = self.known_inc.get(p)
+        running = self.state == State.RUNNING and self.engine is not None
         if op == Op.HELLO:
-            member = self.state == State.RUNNING and p in self.members and old == h.incarnation
-            if old is None and self.state == State.RUNNING and p in self.members:
+            member = running and p in self.eng.members and old == h.incarnation
+            if old is None and running and p in self.eng.members:
                 member = True  # first word from a peer that started with us
             self._send(p, self._hello(Op.ACK, member=member))
         if old is not None and h.incarnation < old:
@@ -451,100 +457,73 @@ class PeerNode:
             if joining and self.state in (State.RUNNING, State.FINISHED):
                 self._serve_state(p, retry=True)
             return
-        if self.state not in (State.RUNNING, State.FINISHED):
+        if self.state not in (State.RUNNING, State.FINISHED) or self.engine is None:
             return
         # a new incarnation of p while we run: p restarted
         self.log("hello", peer_name=self.name(p), incarnation=h.incarnation, state=h.state.name)
-        if self.mode == "gossip":
-            self.gone.discard(p)
-            self._send_gossip_state(p)
-            return
         if self.state == State.FINISHED:
             self._serve_state(p, retry=True)
             return
-        if p in self.members and p not in self.gone:
+        if self.eng.join_request(p, h.incarnation):
             self._lost({p}, self.round, why="restarted")
-        self.join_requests[p] = h.incarnation
+        if self.mode == "gossip":
+            self._serve_state(p, retry=False)
 
     def _on_notice(self, rnd: int, lost: frozenset[int], sender: int) -> None:
-        if self.mode == "gossip" or self.state != State.RUNNING:
+        if self.mode == "gossip" or self.state != State.RUNNING or self.engine is None:
             return
-        if self.peer in lost:
-            if rnd >= self.round - 1:
-                self.log("declared_lost", round=rnd, by=self.name(sender))
-                raise _Rejoin()
-            return
-        fresh = {p for p in lost if self.admitted_round.get(p, -1) <= rnd}
-        if fresh:
-            self._lost(fresh, max(rnd, self.round), why=f"notice from {self.name(sender)}")
+        if self.peer in lost and rnd >= self.round - 1:
+            self.log("declared_lost", round=rnd, by=self.name(sender))
+        before = set(self.eng.membership.gone)
+        new = self.eng.notice(lost, rnd) - before
+        if new:
+            self.log(
+                "peer_gone",
+                round=rnd,
+                peers=self.names(new),
+                why=f"notice from {self.name(sender)}",
+            )
+            self._tell_run(new, max(rnd, self.round))
 
     def _on_declared(self, lost: frozenset[int], rnd: int) -> None:
-        """The driver declared `lost` gone in round `rnd` (they missed the deadline)."""
-        names = [self.name(p) for p in sorted(lost)]
-        self.log("lost", round=rnd, peers=names, deadline_s=round(self.deadline.seconds(), 3))
-        if self.mode == "gossip":
-            self.gone |= lost
-            if not set(self.row) - {self.peer} - self.gone:
-                raise PeerStopped(f"node {self.node!r}: every neighbour is gone; stopping")
-            return
-        # to everyone, the lost peers too: one that is alive after all learns it must rejoin
-        self._broadcast(self._ctl(Op.LOST, rnd, control.ints(*sorted(lost))))
-        self._lost(set(lost), rnd, why="deadline", already_in_run=True)
+        """The failure detector declared `lost` gone in round `rnd` (they missed the
+        deadline); the engine decides what follows, the run hears of it afterwards."""
+        self.log(
+            "lost", round=rnd, peers=self.names(lost), deadline_s=round(self.deadline.seconds(), 3)
+        )
+        if self.mode == "ring":
+            # to everyone, the lost peers too: one that is alive after all learns it must rejoin
+            self._broadcast(self._ctl(Op.LOST, rnd, control.ints(*sorted(lost))))
+        self.eng.peers_lost(lost, rnd)
 
-    def _lost(self, peers: set[int], rnd: int, *, why: str, already_in_run: bool = False) -> None:
-        """Record that `peers` are gone as of round `rnd`; tell the running collective
-        (after the majority check, so a minority stops before it tries to recover)."""
-        new = set(peers) - self.gone
-        self.notices.setdefault(rnd, set()).update(peers)
-        self.gone |= set(peers)
-        if new and not already_in_run:
-            self.log("peer_gone", round=rnd, peers=[self.name(p) for p in sorted(new)], why=why)
-        if rnd == self.round:
-            self._check_majority()
+    def _lost(self, peers: set[int], rnd: int, *, why: str) -> None:
+        """`peers` are gone as of round `rnd` (learnt here, not declared by the detector)."""
+        new = self.eng.peers_lost(peers, rnd)
+        if new:
+            self.log("peer_gone", round=rnd, peers=self.names(new), why=why)
+        self._tell_run(set(peers), rnd)
+
+    def _tell_run(self, peers: set[int], rnd: int) -> None:
+        """Report a loss to the running collective, unless the engine decided to stop (a
+        minority stops before it tries to recover)."""
         link = self.link
         run = link.current if link is not None else None
-        if run is not None and run.round == rnd and not already_in_run:
+        if run is not None and run.round == rnd and self.eng.stop_reason is None:
             run.lose(peers)
 
-    def _check_majority(self) -> None:
-        if self.state != State.RUNNING or self.mode != "ring":
-            return
-        live = [p for p in self.members if p not in self.gone]
-        if not has_majority(len(live), self.n):
-            names = ", ".join(self.name(p) for p in live)
-            raise PeerStopped(
-                f"node {self.node!r}: only {len(live)} of {self.n} peers reachable in round "
-                f"{self.round} ({names}); a peer keeps training only while it reaches a "
-                f"strict majority (> {self.n // 2}), so this minority stops"
-            )
-
     def _serve_state(self, p: int, *, retry: bool) -> None:
-        """Send `p` the start state of the current round if it is a member (or the final
-        model when training is over)."""
-        snap = self.snapshot
-        if snap is None:
+        """Send `p` the engine's handover (the start state of the current round if `p` is
+        a member, the final model when training is over, a gossip neighbour's model)."""
+        if self.engine is None:
             return
-        rnd, members, model = snap
-        if self.state == State.FINISHED and p not in members:
-            members = (*members, p)
-        elif p in self.gone:
-            # p started this round as a member but has since been lost (a restart found
-            # while the round still runs): its start state would make p "rejoin" a round
-            # whose sum goes on without it. It gets the state of the round it is admitted to.
+        h = self.eng.handover(p, final=self.state == State.FINISHED)
+        if h is None:
             return
-        if p in members:
-            t = control.StateTransfer(self.session or 0, rnd, members, model)
-            self._send(p, self._ctl(Op.STATE, rnd, control.encode_state(t)))
-            self.log("state_sent", to=self.name(p), round=rnd, retry=retry)
-
-    def _send_gossip_state(self, p: int) -> None:
-        snap = self.snapshot
-        if snap is None:
-            return
-        rnd, _, model = snap
-        t = control.StateTransfer(self.session or 0, rnd + 1, (self.peer, p), model)
-        self._send(p, self._ctl(Op.STATE, rnd + 1, control.encode_state(t)))
-        self.log("state_sent", to=self.name(p), round=rnd + 1, retry=False)
+        t = control.StateTransfer(
+            self.session or 0, h.round, h.members, h.model, h.total, h.val_total
+        )
+        self._send(p, self._ctl(Op.STATE, h.round, control.encode_state(t)))
+        self.log("state_sent", to=self.name(p), round=h.round, retry=retry)
 
     def _on_state(self, t: control.StateTransfer, sender: int) -> None:
         if self.state != State.JOINING:
@@ -555,17 +534,22 @@ class PeerNode:
         self.log("state_received", round=t.round, by=self.name(sender), members=len(t.members))
 
     def _on_result(self, rnd: int, res: control.SumResult, sender: int) -> None:
+        """A plain ring sum another member completed (transport-level recovery: a peer
+        that finished before a loss hands the sum to those still running the round)."""
+        from ringfl.collective.resilient import RetryingRingSum
+
         link = self.link
         run = link.current if link is not None else None
-        if run is None or run.round != rnd or not hasattr(run.machine, "adopt"):
+        if run is None or run.round != rnd or not isinstance(run.machine, RetryingRingSum):
             return
         if run.machine.done:
             return
         run.act(run.machine.adopt(res.total, res.members))
         self.log("result_adopted", round=rnd, by=self.name(sender))
         msg = self._ctl(Op.RESULT, rnd, control.encode_result(res))
+        gone = self.eng.membership.gone
         for q in res.members:
-            if q not in (self.peer, sender) and q not in self.gone and q not in run.lost:
+            if q not in (self.peer, sender) and q not in gone and q not in run.lost:
                 self._send(q, msg)
 
     def _on_stale(self, msg: Message) -> None:
@@ -591,10 +575,10 @@ class PeerNode:
             member_of = [p for p in running if self.heard[p].member]
             if member_of:
                 h = self.heard[member_of[0]]
-                self._begin(h.round, list(self.order), h.session, fresh=True)
+                self._begin(h.round, list(self.order), h.session)
                 return
             if running or finished:
-                self.log("joining", running=[self.name(p) for p in running + finished])
+                self.log("joining", running=self.names(running + finished))
                 self.state = State.JOINING
                 return
             missing = [p for p in range(self.n) if p != self.peer and p not in self.heard]
@@ -612,13 +596,12 @@ class PeerNode:
                 return
             now = time.monotonic()
             if now - t0 > self.opts.startup_timeout_s:
-                names = ", ".join(self.name(p) for p in missing)
                 raise PeerStopped(
                     f"start-up: no answer within {self.opts.startup_timeout_s:g} s from "
-                    f"{len(missing)} peer(s): {names}"
+                    f"{len(missing)} peer(s): {', '.join(self.names(missing))}"
                 )
             if now >= next_report:
-                self.log("waiting", missing=[self.name(p) for p in missing])
+                self.log("waiting", missing=self.names(missing))
                 next_report = now + 5.0
             if now >= next_hello:
                 hello = self._hello(Op.HELLO)
@@ -627,20 +610,29 @@ class PeerNode:
                 next_hello = now + 1.0
             link.service(0.1)
 
-    def _begin(self, rnd: int, members: list[int], session: int, fresh: bool = False) -> None:
-        assert self.link is not None
+    def _begin(self, rnd: int, members: list[int], session: int) -> None:
+        """Everyone started together: run the engine's setup sum, then round `rnd`."""
+        link = self.link
+        assert link is not None
         self.round = rnd
-        self.members = members
         self.session = session
-        self.link.data_session = session
-        self.link.purge_held(rnd)
+        link.data_session = session
+        link.purge_held(rnd)
         self.state = State.RUNNING
         for p, h in self.heard.items():
             self.known_inc.setdefault(p, h.incarnation)
+        self.eng.begin(rnd, members, session)
+        setup = self.eng.setup_machine(session)
+        if setup is not None:
+            from ringfl.engine.sums import SETUP_ROUND
+
+            link.round_window = (0, 1 << 32)
+            self.eng.finish_setup(link.run_machine(setup, round=SETUP_ROUND))
+            link.forget_completed(setup.kinds)
         self.log(
             "ready",
             round=rnd,
-            members=[self.name(p) for p in members],
+            members=self.names(members),
             session=f"{session:016x}",
             startup_s=round(time.time() - self.started_at, 3),
         )
@@ -668,16 +660,15 @@ class PeerNode:
                 max(self.deadline.seconds(), 1.0), until=lambda: self.pending_state is not None
             )
         t = self.pending_state
-        set_flat(self.learner.model, t.model)
+        self.engine = self._prepare()  # a new incarnation starts afresh (optimizer too)
+        h = Handover(t.round, t.members, t.model, t.total, t.val_total)
+        self.eng.accept_handover(h, t.session)
         self.session = t.session
         link.data_session = t.session
         self.round = t.round
-        self.members = list(t.members) if self.mode == "ring" else []
         self.state = State.RUNNING
-        self.gone.clear()
-        self.notices.clear()
         link.purge_held(t.round)
-        self.log("rejoined", round=t.round, members=[self.name(p) for p in self.members])
+        self.log("rejoined", round=t.round, members=self.names(self.eng.members))
 
     # -- rounds ---------------------------------------------------------------------------
 
@@ -685,11 +676,10 @@ class PeerNode:
         link = self.link
         assert link is not None
         box: dict[str, Any] = {}
-        t = self.config.train
 
         def work() -> None:
             try:
-                box["stats"] = self.learner.trainer.train(rnd, epochs=t.epochs, steps=t.local_steps)
+                box["stats"] = self.eng.train(rnd)
             except BaseException as exc:  # re-raised in the main thread
                 box["error"] = exc
 
@@ -703,163 +693,100 @@ class PeerNode:
             raise box["error"]
         return box["stats"]
 
-    def _machine(self, rnd: int, payload: np.ndarray) -> Machine:
-        assert self.session is not None
-        if self.masking:
-            from ringfl.secure.aggregate import SecureRingAllReduce
-
-            assert self.identity is not None and self.keys.mask is not None
-            return SecureRingAllReduce(
-                self.peer,
-                self.members,
-                payload,
-                self.identity.mask,
-                {p: self.keys.mask[p] for p in self.members},
-                session=self.session,
-                round=rnd,
-            )
-        from ringfl.collective.resilient import RetryingRingSum
-
-        return RetryingRingSum(self.peer, self.members, payload, session=self.session, round=rnd)
-
-    def _ring_round(self, rnd: int) -> dict[str, Any]:
+    def _round(self, rnd: int) -> None:
         link = self.link
         assert link is not None
-        model = self.learner.model
-        start = get_flat(model)
-        self.snapshot = (rnd, tuple(self.members), start)
-        for p in self.members:  # members admitted in the last round get their state
-            if self.admitted_round.get(p) == rnd and self._predecessor(p) == self.peer:
-                self._serve_state(p, retry=False)
-        self._check_majority()
         t0 = time.perf_counter()
+        link.round_window = (max(rnd - 1, 0), rnd + 2)
+        self.log("round_start", round=rnd, members=len(self.eng.members) or None)
+        for p in self.eng.begin_round(rnd):  # members admitted in the last round get their state
+            self._serve_state(p, retry=False)
+        self._raise_queued()
         stats = self._train(rnd)
         t1 = time.perf_counter()
-        delta = get_flat(model) - start
-        if self.faults.get("nan", (-1,))[0] == rnd:
-            delta[::7] = np.nan
-        flags = sorted(j for j in self.join_requests if j not in self.members)
-        payload, finite = ring_payload(delta, self.weight, flags, self.n)
-        if not finite:
-            bad = int(np.size(delta) - np.count_nonzero(np.isfinite(delta)))
-            self.log("nonfinite_delta", round=rnd, values=bad, action="weight 0 this round")
+        if self.faults.get("nan", (-1,))[0] == rnd:  # test hook: a diverged local model
+            bad = self.eng.workload.get()
+            bad[::7] = np.nan
+            self.eng.workload.set(bad)
+            self.log("nonfinite_delta", round=rnd, action="weight 0 this round")
+        awaited = self.eng.membership.awaited_joiners(rnd)
+        if awaited:  # a fault schedule pins a restarted peer's admission to a round
+            self.log("awaiting_joiners", round=rnd, peers=self.names(awaited))
+            link.service(
+                self.opts.join_timeout_s,
+                until=lambda: not self.eng.membership.awaited_joiners(rnd),
+            )
+        machine: Machine = self.eng.round_machine(rnd)
+        payload = self.eng.payload
         deltas = self.dir / "deltas" / f"round-{rnd:05d}.npz"
-        if self.opts.save_deltas:  # before the collective: a peer killed in it leaves it too
-            meta = {"round": rnd, "ring": list(self.members)}
+        start = self.eng.snapshot.model if self.eng.snapshot is not None else None
+        if self.opts.save_deltas and payload is not None:  # before: a killed peer leaves it too
+            meta = {"round": rnd, "ring": list(self.eng.members)}
             checkpoint.save(deltas, {"payload": payload, "start": start}, meta)
-        machine = self._machine(rnd, payload)
         if "kill" in self.faults and self.faults["kill"][0] == rnd:
-            machine = _KillAfter(machine, self.faults["kill"][1])  # type: ignore[assignment]
-        lost = (self.gone | self.notices.get(rnd, set())) & set(self.members)
-        result = link.run_machine(machine, round=rnd, lost=lost)
+            machine = KillAfter(machine, self.faults["kill"][1])
+        result = link.run_machine(machine, round=rnd, lost=self.eng.lost_at_start(rnd))
         t2 = time.perf_counter()
-        contributors = tuple(int(p) for p in machine.members)  # type: ignore[attr-defined]
-        wsum, total_w, admitted = split_result(np.asarray(result), self.model_elements, self.n)
-        new = apply_mean(start, wsum, total_w)
-        set_flat(model, new)
-        if not self.masking:
-            self.last_sum = (rnd, control.SumResult(contributors, np.array(result)))
-        if self.opts.save_deltas:
+        rec = self.eng.finish_round(rnd, np.asarray(result), machine)
+        if self.mode == "ring" and not self.masking:
+            self.last_sum = (rnd, control.SumResult(rec.contributors, np.array(result)))
+        if self.opts.save_deltas and payload is not None:
             checkpoint.save(
                 deltas,
                 {"payload": payload, "result": np.asarray(result), "start": start},
-                {"round": rnd, "members": list(contributors), "ring": list(self.members)},
+                {"round": rnd, "members": list(rec.contributors), "ring": list(rec.members)},
             )
-        dropped = [p for p in self.members if p not in contributors]
-        self.gone |= set(dropped)
-        for j in admitted:
-            self.gone.discard(j)
-            self.join_requests.pop(j, None)
-            self.admitted_round[j] = rnd + 1
-        nxt = next_members(self.order, contributors, admitted)
-        info = {
-            "members": [self.name(p) for p in contributors],
-            "dropped": [self.name(p) for p in dropped],
-            "admitted": [self.name(p) for p in sorted(admitted)],
+        row: dict[str, Any] = {
+            "round": rnd,
+            "members": self.names(rec.contributors),
+            "dropped": self.names(rec.dropped),
+            "admitted": self.names(rec.admitted),
             "train_loss": stats.loss,
             "compute_s": t1 - t0,
             "comm_s": t2 - t1,
-            "weight": total_w,
-            "attempts": getattr(machine, "attempts", None),
-            "clipped": getattr(machine, "clipped", None),
+            "weight": rec.weight,
+            "attempts": rec.attempts,
+            "clipped": rec.clipped,
         }
-        self.members = nxt
-        return info
-
-    def _predecessor(self, p: int) -> int:
-        ring = self.members
-        return ring[(ring.index(p) - 1) % len(ring)]
-
-    def _gossip_round(self, rnd: int) -> dict[str, Any]:
-        from ringfl.collective.resilient import ResilientNeighbourAverage
-
-        link = self.link
-        assert link is not None and self.session is not None
-        model = self.learner.model
-        self.snapshot = (rnd, (), get_flat(model))
-        t0 = time.perf_counter()
-        stats = self._train(rnd)
-        t1 = time.perf_counter()
-        x = get_flat(model)
-        if self.faults.get("nan", (-1,))[0] == rnd:
-            x[::7] = np.nan
-        if not np.all(np.isfinite(x)):
-            self.log("nonfinite_model", round=rnd, action="sending the round's start model")
-            x = self.snapshot[2].copy()
-        row = live_weights(self.row, self.peer, self.gone)
-        machine: Machine = ResilientNeighbourAverage(
-            self.peer, row, x, session=self.session, round=rnd
-        )
-        if "kill" in self.faults and self.faults["kill"][0] == rnd:
-            machine = _KillAfter(machine, self.faults["kill"][1])  # type: ignore[assignment]
-        result = link.run_machine(machine, round=rnd)
-        t2 = time.perf_counter()
-        set_flat(model, np.asarray(result))
-        dropped = sorted(getattr(machine, "dropped", set()))
-        self.gone |= set(dropped)
-        return {
-            "members": [self.name(p) for p in sorted(row) if p != self.peer],
-            "dropped": [self.name(p) for p in dropped],
-            "train_loss": stats.loss,
-            "compute_s": t1 - t0,
-            "comm_s": t2 - t1,
-        }
-
-    def _round(self, rnd: int) -> None:
-        t0 = time.perf_counter()
-        assert self.link is not None
-        self.link.round_window = (max(rnd - 1, 0), rnd + 2)
-        self.log("round_start", round=rnd, members=len(self.members) or None)
-        info = self._ring_round(rnd) if self.mode == "ring" else self._gossip_round(rnd)
-        flat = get_flat(self.learner.model)
+        if self.mode == "gossip":
+            row["members"] = self.names(p for p in rec.contributors if p != self.peer)
+        if rec.evaluation is not None:
+            row["global_accuracy"] = rec.evaluation.accuracy
+            row["global_loss"] = rec.evaluation.loss
+        flat = self.eng.workload.get()
         digest = checkpoint.digest(flat)
         cfg = self.config
-        row: dict[str, Any] = {"round": rnd, **info}
         last = rnd + 1 == cfg.train.rounds
-        if (rnd + 1) % cfg.eval_every == 0 or last:
-            ev = self.learner.evaluate(self.test)
+        if ((rnd + 1) % cfg.eval_every == 0 or last) and self.public_test is not None:
+            from ringfl.local import evaluate
+
+            ev = evaluate(self.eng.workload.model, self.public_test)  # type: ignore[attr-defined]
             row.update(accuracy=ev.accuracy, loss=ev.loss)
-        assert self.link is not None
         row.update(
             hash=digest[:16],
-            bytes_sent=self.link.bytes_sent,
-            control_bytes=self.link.control_bytes,
+            bytes_sent=link.bytes_sent,
+            control_bytes=link.control_bytes,
             deadline_s=self.deadline.seconds(),
         )
         self.round = rnd + 1
         self._checkpoint(flat, digest)
         elapsed = time.perf_counter() - t0
         if self.opts.min_round_s > elapsed and not last:
-            self.link.service(self.opts.min_round_s - elapsed)
+            link.service(self.opts.min_round_s - elapsed)
         row["round_s"] = time.perf_counter() - t0
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(row, default=str) + "\n")
         self.log("round", **row)
 
+    def _raise_queued(self) -> None:
+        exc = self._interrupt()
+        if exc is not None:
+            raise exc
+
     def _checkpoint(self, flat: np.ndarray, digest: str) -> None:
         checkpoint.save(
             self.dir / "checkpoint.npz",
-            {"model": flat, "members": np.array(self.members, dtype=np.int64)},
+            {"model": flat, "members": np.array(self.eng.members, dtype=np.int64)},
             {
                 "round": self.round,
                 "node": str(self.node),
@@ -878,7 +805,7 @@ class PeerNode:
         model = ck.arrays.get("model")
         if model is None or model.shape != (self.model_elements,):
             raise checkpoint.CheckpointError(f"{path}: model does not fit the configured model")
-        set_flat(self.learner.model, model)
+        self.eng.workload.set(model)
         rnd = int(ck.meta.get("round", 0))
         self.log("checkpoint_loaded", round=rnd, hash=str(ck.meta.get("hash", ""))[:16])
         return rnd
@@ -891,6 +818,7 @@ class PeerNode:
             "start",
             peers=self.n,
             mode=self.mode,
+            algorithm=self.config.algorithm.name,
             masking=self.masking,
             links="insecure (no CURVE)" if self.opts.insecure else "CURVE",
             address=self.endpoints[self.peer],
@@ -904,7 +832,7 @@ class PeerNode:
                 "(--insecure); anyone who can reach this address can talk to this peer",
             )
         try:
-            self._prepare()
+            self.engine = self._prepare()
             ckpt_round = self._load_checkpoint()
             self.link = self._open_link()
             self.log("listening", address=self.link.address)
@@ -925,6 +853,7 @@ class PeerNode:
                         raise
                     self.log("round_failed", round=self.round, error=str(exc))
                     self.round += 1
+                    self.eng.membership.round = self.round
             self._finish()
             return 0
         except RingflError as exc:
@@ -936,24 +865,40 @@ class PeerNode:
             self.log.close()
 
     def _finish(self) -> None:
+        link = self.link
+        assert link is not None
+        rounds = self.config.train.rounds
+        closing = self.eng.closing_machine(rounds)
+        final_eval = None
+        if closing is not None:  # the ring's secure sum of evaluation counts
+            link.round_window = (max(rounds - 1, 0), rounds + 1)
+            final_eval = self.eng.finish_closing(
+                rounds, np.asarray(link.run_machine(closing, round=rounds))
+            )
         self.state = State.FINISHED
-        flat = get_flat(self.learner.model)
+        flat = self.eng.workload.get()
         digest = checkpoint.digest(flat)
-        self.snapshot = (self.round, tuple(self.members), flat)
+        self.eng.snapshot = Handover(
+            self.round, tuple(self.eng.members), flat, self.eng.total or 0.0, self.eng.val_total
+        )
         checkpoint.save(
             self.dir / "model.npz",
             {"model": flat},
             {"round": self.round, "node": str(self.node), "hash": digest},
         )
-        ev = self.learner.evaluate(self.test)
-        self._write_summary(status="finished", hash=digest, accuracy=ev.accuracy, loss=ev.loss)
-        self.log("finished", round=self.round, hash=digest[:16], accuracy=ev.accuracy)
-        assert self.link is not None
+        fields: dict[str, Any] = {"hash": digest}
+        if self.public_test is not None:
+            from ringfl.local import evaluate
+
+            ev = evaluate(self.eng.workload.model, self.public_test)  # type: ignore[attr-defined]
+            fields.update(accuracy=ev.accuracy, loss=ev.loss)
+        if final_eval is not None:
+            fields.update(global_accuracy=final_eval.accuracy, global_loss=final_eval.loss)
+        self._write_summary(status="finished", **fields)
+        self.log("finished", round=self.round, hash=digest[:16], accuracy=fields.get("accuracy"))
         self._broadcast(self._ctl(Op.DONE, self.round, control.ints(self.incarnation)))
-        others = set(self.members) - {self.peer} - self.gone
-        self.link.service(
-            max(self.deadline.seconds(), 1.0), until=lambda: others <= self.done_peers
-        )
+        others = set(self.eng.members) - {self.peer} - self.eng.membership.gone
+        link.service(max(self.deadline.seconds(), 1.0), until=lambda: others <= self.done_peers)
 
     def _write_summary(self, **fields: Any) -> None:
         link = self.link
@@ -962,7 +907,7 @@ class PeerNode:
             "peer": self.peer,
             "round": self.round,
             "rounds": self.config.train.rounds,
-            "members": [self.name(p) for p in self.members],
+            "members": self.names(self.engine.members) if self.engine is not None else [],
             "bytes_sent": link.bytes_sent if link else None,
             "control_bytes": link.control_bytes if link else None,
             "dropped_messages": link.dropped if link else None,
