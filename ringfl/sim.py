@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -294,8 +295,9 @@ class _Sim:
     def _wrong_losses(self, r: int) -> list[int]:
         """A false declaration before round r: every live party learns that `lost` is gone
         (the LOST notice goes to everyone, the victim too), and the victim, told it was
-        declared gone, rejoins as a new incarnation: its join request is in round r's
-        payloads, so it is a member again from round r + 1."""
+        declared gone, rejoins as a new incarnation: its join request reaches everyone
+        during round r, where it is still listed as a member, so it is flagged in round
+        r + 1's payloads and is a member again from round r + 2 (as with real peers)."""
         victims = []
         for _declarer, lost in self.plan.wrong_losses.get(r, ()):
             if lost not in self.alive:
@@ -370,6 +372,7 @@ class _Sim:
             on_lost=on_lost,
             start_at=start_at,
             link_factor=dict(self.plan.slow_links),
+            absent=[p for p in range(self.n) if p not in engines],
         )
         for p in run.dead:
             self.alive.discard(p)
@@ -439,7 +442,7 @@ def simulate(
         virtual += run.virtual_time_s
         sent = float(np.mean([run.bytes_sent.get(p, 0) for p in range(n)]))
         cum_bytes += sent
-        rec = _agreed(recs, sim.collective, r)
+        rec = _agreed(recs, sim.collective, r, [p for p in run.messages_sent if p < n])
         if rec is not None:
             records.append(rec)
             if rec.evaluation is not None:
@@ -545,9 +548,12 @@ def simulate(
     return result
 
 
-def _agreed(recs: dict[int, RoundRecord], collective: str, r: int) -> RoundRecord | None:
-    """The round's record; in ring modes every finisher must report the same membership
-    (a disagreement is a bug in the engine or a protocol, never a user error)."""
+def _agreed(
+    recs: dict[int, RoundRecord], collective: str, r: int, started: Sequence[int] = ()
+) -> RoundRecord | None:
+    """The round's record. Ring modes: every finisher must report the same membership (a
+    disagreement is a bug in the engine or a protocol, never a user error). Gossip: who
+    took part, and the union of the edges each party dropped."""
     if not recs:
         return None
     first = recs[min(recs)]
@@ -555,7 +561,15 @@ def _agreed(recs: dict[int, RoundRecord], collective: str, r: int) -> RoundRecor
         seen = {(x.contributors, x.admitted) for x in recs.values()}
         if len(seen) != 1:
             raise RuntimeError(f"round {r}: parties disagree on the round's membership: {seen}")
-    return first
+        return first
+    if collective == "star":
+        return first
+    return dataclasses.replace(
+        first,
+        members=tuple(sorted(started)),
+        contributors=tuple(sorted(recs)),
+        dropped=tuple(sorted(set(started) - set(recs))),
+    )
 
 
 def write_outputs(result: SimResult, out: Path) -> list[Path]:

@@ -116,17 +116,20 @@ class MemoryNetwork:
         on_lost: Callable[[int, frozenset[int]], bool] | None = None,
         start_at: Mapping[int, float] | None = None,
         link_factor: Mapping[tuple[int, int], float] | None = None,
+        absent: Iterable[int] = (),
     ) -> RunResult:
         """Run every machine to completion (or death) and collect the results.
 
         `capture` gets (sender, to, frames) for every message put on the wire; a list is
         appended to. `session`, if given, is checked by `wire.decode`. `initial_lost`,
-        `on_lost`, `start_at`, `link_factor`: see the module docstring.
+        `on_lost`, `start_at`, `link_factor`: see the module docstring. `absent`: peers
+        that exist but run nothing now (crashed earlier, rejoining): messages to them vanish.
         """
         run = _Run(self, dict(machines), list(faults), capture, session)
         run.initial_lost = dict(initial_lost or {})
         run.on_lost = on_lost
         run.start_at = dict(start_at or {})
+        run.absent = frozenset(absent)
         run.link_factor = {(min(a, b), max(a, b)): f for (a, b), f in (link_factor or {}).items()}
         return run.go()
 
@@ -154,6 +157,7 @@ class _Run:
         self.start_at: dict[int, float] = {}
         self.link_factor: dict[tuple[int, int], float] = {}
         self.stopped: set[int] = set()
+        self.absent: frozenset[int] = frozenset()
         self.finished_at: dict[int, float] = {}
         self.queue: list[tuple[float, int, int, int, list]] = []
         self.seq = 0
@@ -199,7 +203,7 @@ class _Run:
                 raise TypeError(f"peer {peer} returned {a!r}, not Send/Done")
 
     def _send(self, peer: int, a: Send) -> None:
-        if a.to not in self.machines:
+        if a.to not in self.machines and a.to not in self.absent:
             raise ConfigError(f"peer {peer} sends to {a.to}, which is not in the network")
         head, payload = wire.encode(a.message)
         # a private, writable copy: like a buffer a real transport hands over
@@ -215,7 +219,7 @@ class _Run:
         self.nic_free[peer] = end
         if self.capture is not None:
             self.capture(peer, a.to, [head, bytes(body)])
-        if not self._cut_between(peer, a.to):
+        if not self._cut_between(peer, a.to) and a.to not in self.absent:
             self._push(end + factor * self.net.latency_s, peer, a.to, frames)
         limit = self.crash_after.get(peer)
         if limit is not None and self.sends[peer] >= limit:
@@ -225,7 +229,7 @@ class _Run:
         return self.cut is not None and ((a in self.cut) != (b in self.cut))
 
     def _unreachable(self, p: int) -> set[int]:
-        gone = set(self.dead) | self.stopped
+        gone = set(self.dead) | self.stopped | self.absent
         if self.cut is not None:
             gone |= {q for q in self.machines if self._cut_between(p, q)}
         return gone - {p}
@@ -301,7 +305,7 @@ class _Run:
                 waiting = sorted(set().union(*(self.machines[p].expecting() for p in stalled)))
                 why = (
                     "and were told of every crash"
-                    if self.dead and set(waiting) <= self.dead
+                    if (self.dead or self.absent) and set(waiting) <= self.dead | self.absent
                     else "and no crash explains it"
                 )
                 raise PeerTimeout(
