@@ -158,9 +158,16 @@ round = 3
     out = capsys.readouterr().out
     assert "membership per round" in out
     lines = [x.split() for x in out.splitlines()]
-    assert lines[[x[:1] for x in lines].index(["1"])][
-        :8
-    ] == ["1", "0", "1", "3", "4", "2", "-", "-"]
+    assert lines[[x[:1] for x in lines].index(["1"])][:8] == [
+        "1",
+        "0",
+        "1",
+        "3",
+        "4",
+        "2",
+        "-",
+        "-",
+    ]
     rows = [json.loads(x) for x in (tmp_path / "out" / "rounds.jsonl").read_text().splitlines()]
     assert [r["dropped"] for r in rows] == [[], ["2"], [], []]
     assert [r["admitted"] for r in rows] == [[], [], ["2"], []]

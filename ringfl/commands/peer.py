@@ -38,6 +38,9 @@ def _add_run_args(p: argparse.ArgumentParser, *, launch: bool) -> None:
             "is ever read (default: the node's `data` in the topology, or data.files)",
         )
         p.add_argument("--val", metavar="FILE", help="this party's own validation data")
+        # ringfl.launch (Python) writes the user's model factory and data loader, pickled
+        # with cloudpickle, to the stdin of the peer processes it spawns on this machine
+        p.add_argument("--code-stdin", action="store_true", help=argparse.SUPPRESS)
     else:
         p.add_argument("--nodes", metavar="A,B", help="only these nodes (default: all local)")
     p.add_argument(
@@ -165,6 +168,23 @@ def _options(args: argparse.Namespace):
     )
 
 
+def _user_code(opts):
+    """The model factory and data loader `ringfl.launch` sent on stdin (its own child)."""
+    import dataclasses
+
+    import cloudpickle
+
+    from ringfl.config import load_config
+    from ringfl.peer.spawn import party_from_loader
+
+    code = cloudpickle.loads(sys.stdin.buffer.read())
+    party = None
+    if code.get("data") is not None:
+        k = load_config(opts.config).data.num_classes
+        party = party_from_loader(code["data"], str(opts.node), k)
+    return dataclasses.replace(opts, model=code.get("model"), party=party)
+
+
 def process_settings() -> None:
     """Process-wide settings of a peer process, set here at the entry point only: one torch
     thread (several peers share a machine's cores), and glibc's allocator tuned for many
@@ -187,6 +207,8 @@ def _peer(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     process_settings()
+    if getattr(args, "code_stdin", False):
+        opts = _user_code(opts)
     try:
         return PeerNode(opts).run()
     except PeerStopped as exc:
