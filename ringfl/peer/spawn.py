@@ -138,7 +138,7 @@ def launch(
                 raise TimeoutError(f"ringfl.launch: peers still running after {timeout_s} s")
             time.sleep(0.05)
     finally:
-        for name, p in procs.items():
+        for p in procs.values():
             if p.poll() is None:
                 p.kill()
                 p.wait(timeout=10)

@@ -42,7 +42,7 @@ from typing import Any
 
 from ringfl import wire
 from ringfl.collective.events import Done, Machine, Send
-from ringfl.errors import ConfigError, PeerTimeout, WireError
+from ringfl.errors import PeerTimeout, WireError
 
 #: capture callback: (sender, to, frames as bytes)
 Capture = Callable[[int, int, list[bytes]], None]
@@ -99,7 +99,7 @@ class MemoryNetwork:
         max_elements: int = 1 << 28,
     ) -> None:
         if latency_s < 0 or bandwidth_Bps <= 0 or deadline_s <= 0:
-            raise ConfigError("MemoryNetwork: latency ≥ 0, bandwidth > 0 and deadline > 0")
+            raise ValueError("MemoryNetwork: latency ≥ 0, bandwidth > 0 and deadline > 0")
         self.latency_s = latency_s
         self.bandwidth_Bps = bandwidth_Bps
         self.deadline_s = deadline_s
@@ -165,16 +165,16 @@ class _Run:
         for f in faults:
             if f.__class__ is Crash:
                 if f.peer not in machines:
-                    raise ConfigError(f"fault names peer {f.peer}, which is not in the network")
+                    raise ValueError(f"fault names peer {f.peer}, which is not in the network")
                 self.crash_after[f.peer] = f.after_sends
             elif f.__class__ is Cut:
                 self.cut = frozenset(f.side)
             elif f.__class__ is Inject:
                 if f.to not in machines:
-                    raise ConfigError(f"injection to peer {f.to}, which is not in the network")
+                    raise ValueError(f"injection to peer {f.to}, which is not in the network")
                 self._push(f.at_s, f.sender, f.to, list(f.frames))
             else:
-                raise ConfigError(f"unknown fault {f!r}")
+                raise ValueError(f"unknown fault {f!r}")
         self.dead: set[int] = {p for p, k in self.crash_after.items() if k <= 0}
         self.reported: dict[int, set[int]] = {p: set() for p in machines}
         self.results: dict[int, Any] = {}
@@ -204,7 +204,7 @@ class _Run:
 
     def _send(self, peer: int, a: Send) -> None:
         if a.to not in self.machines and a.to not in self.absent:
-            raise ConfigError(f"peer {peer} sends to {a.to}, which is not in the network")
+            raise ValueError(f"peer {peer} sends to {a.to}, which is not in the network")
         head, payload = wire.encode(a.message)
         # a private, writable copy: like a buffer a real transport hands over
         body = bytearray(memoryview(payload).cast("B")) if payload.nbytes else bytearray()
