@@ -317,8 +317,8 @@ def validate(cfg: Config, source: str = "config") -> None:
                     f"data.{name}[{i}]",
                     f"must be a path or a pair of paths [x.npy, y.npy], got {f!r}",
                 )
-                for p in paths:
-                    need(Path(p).is_file(), f"data.{name}[{i}]", f"file not found: {p}")
+                for path in paths:
+                    need(Path(path).is_file(), f"data.{name}[{i}]", f"file not found: {path}")
         need(
             not d.val_files or len(d.val_files) == len(d.files),
             "data.val_files",

@@ -96,7 +96,7 @@ def flatten(
         tensors.append(t.detach())
     dtypes = {t.dtype for t in tensors}
     if len(dtypes) > 1:
-        by = {}
+        by: dict[str, list[str]] = {}
         for (k, _), t in zip(items, tensors, strict=True):
             by.setdefault(str(t.dtype), []).append(str(k))
         detail = "; ".join(

@@ -478,7 +478,8 @@ def simulate(
             evs = [evaluate(e.workload.model, data.test) for e in live]  # type: ignore[attr-defined]
             if scratch is None:
                 scratch = copy.deepcopy(live[0].workload.model)  # type: ignore[attr-defined]
-            set_flat(scratch, np.mean(np.stack(flats), axis=0, dtype=np.float64).astype(np.float32))
+            mean = np.stack(flats).astype(np.float64).mean(axis=0)
+            set_flat(scratch, mean.astype(np.float32))
             row.update(
                 accuracy=float(np.mean([e.accuracy for e in evs])),
                 loss=float(np.mean([e.loss for e in evs])),
@@ -499,8 +500,8 @@ def simulate(
     closing = {p: m for p, e in sim._all().items() if (m := e.closing_machine(rounds))}
     if closing:
         run = sim.net.run(closing)
-        evs = {p: sim._all()[p].finish_closing(rounds, run.results[p]) for p in closing}
-        final = evs[min(evs)]
+        finals = {p: sim._all()[p].finish_closing(rounds, run.results[p]) for p in closing}
+        final = finals[min(finals)]
         if final is not None:
             pending_eval[final.round] = final
         for row in metrics:

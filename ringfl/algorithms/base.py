@@ -105,4 +105,5 @@ def weighted_mean(result: np.ndarray) -> np.ndarray | None:
     total = result[-1]
     if not total > 0:
         return None
-    return (result[:-1] / total).astype(np.float32, copy=False)
+    mean: np.ndarray = (result[:-1] / total).astype(np.float32, copy=False)
+    return mean

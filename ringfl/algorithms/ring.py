@@ -39,4 +39,5 @@ class RingAverage:
         mean = weighted_mean(result.total)
         if mean is None:
             return x.start.copy()
-        return (x.start + mean).astype(np.float32, copy=False)
+        new: np.ndarray = (x.start + mean).astype(np.float32, copy=False)
+        return new

@@ -34,4 +34,5 @@ class ServerAverage:
         mean = weighted_mean(result.total)
         if mean is None:
             return x.start.copy()
-        return (x.start + mean).astype(np.float32, copy=False)
+        new: np.ndarray = (x.start + mean).astype(np.float32, copy=False)
+        return new

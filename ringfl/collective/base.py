@@ -33,7 +33,7 @@ def segment_elements(segment_bytes: int, dtype: np.dtype) -> int:
 
 
 def wire_dtype(dtype: Any, what: str) -> np.dtype:
-    dt = np.dtype(dtype)
+    dt: np.dtype = np.dtype(dtype)
     if dt.name not in DTYPES:
         raise ValueError(f"{what}: dtype {dt.name} is not one of {', '.join(DTYPES)}")
     return dt

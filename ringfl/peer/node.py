@@ -49,7 +49,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -110,13 +110,13 @@ class PeerOptions:
     model: Any = None  # a model factory or layer list (Python API), else the config's
 
 
-def resolve_node(graph: Any, node: str | None, env: dict[str, str] | None = None) -> Hashable:
+def resolve_node(graph: Any, node: str | None, env: Mapping[str, str] | None = None) -> Hashable:
     """The topology node this process runs: `node` (matched against str(node id)), else
     $RINGFL_NODE, else a peer index from $RINGFL_PEER_INDEX, $SLURM_PROCID,
     $OMPI_COMM_WORLD_RANK or $PMI_RANK."""
     from ringfl.topology import peers
 
-    env = os.environ if env is None else env
+    env = dict(os.environ) if env is None else env
     nodes = peers(graph)
     by_name = {str(n): n for n in nodes}
     name = node if node is not None else env.get(NODE_ENV)
@@ -719,7 +719,8 @@ class PeerNode:
         machine: Machine = self.eng.round_machine(rnd)
         payload = self.eng.payload
         deltas = self.dir / "deltas" / f"round-{rnd:05d}.npz"
-        start = self.eng.snapshot.model if self.eng.snapshot is not None else None
+        assert self.eng.snapshot is not None
+        start = self.eng.snapshot.model
         if self.opts.save_deltas and payload is not None:  # before: a killed peer leaves it too
             meta = {"round": rnd, "ring": list(self.eng.members)}
             checkpoint.save(deltas, {"payload": payload, "start": start}, meta)

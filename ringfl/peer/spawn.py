@@ -87,7 +87,7 @@ def launch(
     if data is not None and not callable(data):
         raise TypeError(f"data must be a callable data(node) -> ..., got {type(data)}")
     g = topo.load(topology)
-    cfg = load_config(config)
+    cfg = load_config(Path(config))
     names = [str(x) for x in local_nodes(g, list(nodes) if nodes else None)]
     plan = resolve(cfg.faults, [str(v) for v in topo.peers(g)], source=str(config))
     all_names = [str(v) for v in topo.peers(g)]

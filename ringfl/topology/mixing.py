@@ -220,6 +220,7 @@ def spectral_gap(w: np.ndarray) -> float:
         raise ValueError("spectral_gap needs a non-empty matrix")
     if n == 1:
         return 1.0
+    ev: np.ndarray
     if np.allclose(a, a.T, rtol=0.0, atol=1e-12):
         ev = np.linalg.eigvalsh((a + a.T) / 2.0)
     else:
