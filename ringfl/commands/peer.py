@@ -101,6 +101,11 @@ def _add_run_args(p: argparse.ArgumentParser, *, launch: bool) -> None:
         help="test hook: kill@ROUND:SENDS (SIGKILL itself) or nan@ROUND (non-finite delta); "
         "a config's [[faults]] schedule does the same for every peer",
     )
+    p.add_argument(
+        "--hold",
+        metavar="ROUND:FILE",
+        help="test hook: before ROUND, keep serving the network until FILE exists",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="show every event")
 
 
@@ -147,6 +152,12 @@ def _options(args: argparse.Namespace):
     )
     if args.min_round_seconds < 0:
         raise ConfigError("--min-round-seconds must be >= 0")
+    hold = None
+    if args.hold:
+        r, sep, path = args.hold.partition(":")
+        if not sep or not r.isdigit() or not path:
+            raise ConfigError(f"--hold {args.hold!r}: expected ROUND:FILE")
+        hold = (int(r), path)
     return PeerOptions(
         topology=args.topology,
         config=args.config,
@@ -165,6 +176,7 @@ def _options(args: argparse.Namespace):
         verbose=args.verbose,
         data=getattr(args, "data", None),
         val=getattr(args, "val", None),
+        hold=hold,
     )
 
 

@@ -2,7 +2,7 @@
 the simulator and real peers replay the same run.
 
     [[faults]]
-    kind = "crash"        # node dies in `round`, when handing out its `after_sends`-th message
+    kind = "crash"        # node dies in `round` right after its `after_sends`-th message left
     node = "2"
     round = 2
     after_sends = 3

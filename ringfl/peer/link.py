@@ -41,7 +41,7 @@ import numpy as np
 import zmq
 
 from ringfl import wire
-from ringfl.collective.events import Kind, Machine, Message
+from ringfl.collective.events import Kind, Machine, Message, Send
 from ringfl.engine.failure import AdaptiveDeadline, FailureDetector
 from ringfl.errors import PeerTimeout, WireError
 from ringfl.peer import control
@@ -248,14 +248,21 @@ class PeerLink(ZmqPeer):
         *,
         round: int,
         lost: Collection[int] = (),
+        crash_after: int | None = None,
     ) -> Any:
         """Drive `machine` to `Done` and return its result. `lost`: peers already known to
         be gone, reported to the machine right after it starts. Raises `PeerTimeout` when
         the awaited peers answer probes but the run makes no progress for `hard_limit_s`,
         what the machine raises (e.g. `SecureAggregationError`), or what `interrupt`
-        returns."""
+        returns. `crash_after`: a scheduled crash — this process dies right after it sent
+        that many messages of the run (`ringfl.testing.crash_after_flush`)."""
         self.purge_held(round)
         run = NodeRun(self, machine, frozenset(Kind(k) for k in machine.kinds), int(round), lost)
+        run.crash_after = crash_after
+        if crash_after is not None and crash_after <= 0:
+            from ringfl.testing.faults import crash_after_flush
+
+            crash_after_flush(run)
         self.current = run
         try:
             return run.go()
@@ -285,6 +292,16 @@ class NodeRun(_Run):
         )
         self.detector.last_heard = link.last_heard  # every message counts as an answer
         self._wake = 0.0
+        self.crash_after: int | None = None
+        self._sends = 0
+
+    def send(self, a: Send) -> None:
+        super().send(a)
+        self._sends += 1
+        if self.crash_after is not None and self._sends >= self.crash_after:
+            from ringfl.testing.faults import crash_after_flush
+
+            crash_after_flush(self)
 
     # -- loss ------------------------------------------------------------------------------
 

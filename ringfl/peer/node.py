@@ -68,7 +68,7 @@ from ringfl.peer.control import Op, State
 from ringfl.peer.eventlog import EventLog
 from ringfl.peer.identity import Identity, find_identity_dir, node_dir_name, topology_keys
 from ringfl.peer.link import PeerLink
-from ringfl.testing.faults import KillAfter, parse_fault_hooks
+from ringfl.testing.faults import parse_fault_hooks
 
 #: Environment variables that name this process's node (first match wins): a node id,
 #: then a peer index (position in the topology's node list).
@@ -108,6 +108,7 @@ class PeerOptions:
     val: str | None = None  # its own validation file (`--val`)
     party: PartyData | None = None  # this party's data, loaded already (launch, Python API)
     model: Any = None  # a model factory or layer list (Python API), else the config's
+    hold: tuple[int, str] | None = None  # test hook: before round R, wait until FILE exists
 
 
 def resolve_node(graph: Any, node: str | None, env: Mapping[str, str] | None = None) -> Hashable:
@@ -699,6 +700,10 @@ class PeerNode:
         t0 = time.perf_counter()
         link.round_window = (max(rnd - 1, 0), rnd + 2)
         self.log("round_start", round=rnd, members=len(self.eng.members) or None)
+        if self.opts.hold is not None and self.opts.hold[0] == rnd:  # test hook, bounded
+            gate = Path(self.opts.hold[1])
+            self.log("holding", round=rnd, until=str(gate))
+            link.service(self.opts.join_timeout_s, until=gate.exists)
         for p in self.eng.begin_round(rnd):  # members admitted in the last round get their state
             self._serve_state(p, retry=False)
         self._raise_queued()
@@ -724,9 +729,13 @@ class PeerNode:
         if self.opts.save_deltas and payload is not None:  # before: a killed peer leaves it too
             meta = {"round": rnd, "ring": list(self.eng.members)}
             checkpoint.save(deltas, {"payload": payload, "start": start}, meta)
-        if "kill" in self.faults and self.faults["kill"][0] == rnd:
-            machine = KillAfter(machine, self.faults["kill"][1])
-        result = link.run_machine(machine, round=rnd, lost=self.eng.lost_at_start(rnd))
+        kill = self.faults.get("kill")
+        result = link.run_machine(
+            machine,
+            round=rnd,
+            lost=self.eng.lost_at_start(rnd),
+            crash_after=kill[1] if kill is not None and kill[0] == rnd else None,
+        )
         t2 = time.perf_counter()
         rec = self.eng.finish_round(rnd, np.asarray(result), machine)
         if self.mode == "ring" and not self.masking:

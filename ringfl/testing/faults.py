@@ -1,60 +1,37 @@
 """Fault hooks of a real peer process.
 
-`KillAfter` wraps a collective and SIGKILLs this process when the collective hands out
-its `sends`-th message (the scheduled crash `crash(node, round, after_sends)`; the
-message itself and later ones never leave). `parse_fault_hooks` reads the command-line
-test hooks `kill@ROUND:SENDS` (the same crash) and `nan@ROUND` (a non-finite local model
-in that round).
+`crash_after_flush` is the scheduled crash `crash(node, round, after_sends)` of a real
+peer: the driver calls it right after it handed its `after_sends`-th message of the round
+to ZeroMQ; every message sent so far is flushed to the kernel first (bounded), then the
+process SIGKILLs itself — so exactly `after_sends` messages leave it, as in the
+simulator's `Crash(peer, after_sends)`, and a replay crashes at the same point.
+`parse_fault_hooks` reads the command-line test hooks `kill@ROUND:SENDS` (the same crash)
+and `nan@ROUND` (a non-finite local model in that round).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
+from typing import Any, NoReturn
 
-from ringfl.collective.events import Action, Kind, Message, Send
-from ringfl.collective.events import Machine as _Machine
 from ringfl.errors import ConfigError
 
 
-class KillAfter:
-    """A `Machine` that is `machine`, except that this process dies (SIGKILL) when the
-    machine hands out its `sends`-th message."""
-
-    def __init__(self, machine: _Machine, sends: int) -> None:
-        self._m = machine
-        self._left = sends
-        self.peer = machine.peer
-        self.round = machine.round
-        self.kinds: tuple[Kind, ...] = machine.kinds
-
-    @property
-    def done(self) -> bool:
-        return self._m.done
-
-    @property
-    def members(self) -> tuple[int, ...]:
-        return self._m.members
-
-    def _count(self, actions: list[Action]) -> list[Action]:
-        for a in actions:
-            if isinstance(a, Send):
-                self._left -= 1
-                if self._left <= 0:
-                    os.kill(os.getpid(), signal.SIGKILL)
-        return actions
-
-    def start(self) -> list[Action]:
-        return self._count(self._m.start())
-
-    def receive(self, message: Message) -> list[Action]:
-        return self._count(self._m.receive(message))
-
-    def peers_lost(self, peers: frozenset[int]) -> list[Action]:
-        return self._count(self._m.peers_lost(peers))
-
-    def expecting(self) -> frozenset[int]:
-        return self._m.expecting()
+def crash_after_flush(run: Any, *, flush_s: float = 10.0) -> NoReturn:
+    """Flush `run`'s queued messages (a `ringfl.transport.zmq` run loop; at most `flush_s`
+    seconds), let ZeroMQ hand everything to the kernel (socket linger), then SIGKILL."""
+    end = time.monotonic() + flush_s
+    while any(run.outbox.values()) and time.monotonic() < end:
+        for to in list(run.outbox):
+            if run.outbox[to]:
+                run.flush(to)
+        time.sleep(0.001)
+    for sock in list(run.zp._push.values()):
+        sock.close(linger=int(flush_s * 1000))
+    os.kill(os.getpid(), signal.SIGKILL)
+    raise SystemExit(137)  # not reached
 
 
 def parse_fault_hooks(faults: tuple[str, ...]) -> dict[str, tuple[int, int]]:
@@ -75,4 +52,4 @@ def parse_fault_hooks(faults: tuple[str, ...]) -> dict[str, tuple[int, int]]:
     return out
 
 
-__all__ = ["KillAfter", "parse_fault_hooks"]
+__all__ = ["crash_after_flush", "parse_fault_hooks"]
