@@ -38,6 +38,7 @@ local_steps = 4
 batch_size = 16
 lr = 0.1
 momentum = 0.5
+prox_mu = {prox_mu}
 [algorithm]
 name = "{algorithm}"
 secure = {secure}
@@ -66,6 +67,7 @@ class Case:
     secure: bool
     rounds: int = 3
     faults: str = ""
+    prox_mu: float = 0.0
 
 
 CASES = {
@@ -73,6 +75,7 @@ CASES = {
     "plain-ring": Case("ring", 4, "ring", False),
     "gossip-torus": Case("torus", 6, "gossip", False),
     "selective": Case("ring", 4, "selective", True),
+    "fedprox": Case("ring", 3, "ring", True, prox_mu=0.5),
     "secure-ring-kill-restart": Case("ring", 5, "ring", True, rounds=6, faults=KILL_AND_RESTART),
 }
 
@@ -97,6 +100,7 @@ def test_simulator_and_real_peers_end_identical(name: str) -> None:
                 algorithm=case.algorithm,
                 secure="true" if case.secure else "false",
                 faults=case.faults,
+                prox_mu=case.prox_mu,
             )
         )
         cfg = load_config(ring.config)
