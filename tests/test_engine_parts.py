@@ -59,7 +59,7 @@ def test_a_stall_with_everyone_answering_is_bounded() -> None:
         if v.declare:
             break
         t += 0.25
-    assert v.stalled and v.declare == (5,) and t > 125
+    assert v.stalled and v.declare == (5,) and t == 125  # at the hard limit exactly
 
 
 def test_membership_flags_admissions_and_the_majority_rule() -> None:
@@ -105,3 +105,34 @@ def test_step_codec_round_trips_and_refuses_overflow() -> None:
     with pytest.raises(ValueError):
         StepCodec((("a", 20), ("b", 20)))
     assert np.uint32(c.pack(attempt=2**20 - 1, step=2**12 - 1)) == 2**32 - 1
+
+
+def test_memory_network_probes_a_slow_peer_and_declares_a_dead_one() -> None:
+    """The in-memory network runs the same failure detector on virtual time: a peer that
+    starts long after the deadline answers probes and is waited for; a crashed one is
+    declared, and every survivor learns it at the same virtual moment."""
+    from ringfl.collective.resilient import RetryingRingSum
+    from ringfl.transport.memory import Crash, MemoryNetwork
+
+    def machines():
+        return {
+            p: RetryingRingSum(p, range(4), np.full(10, p + 1.0, np.float32), session=1, round=0)
+            for p in range(4)
+        }
+
+    slow = machines()
+    res = MemoryNetwork(deadline_s=1.0).run(slow, start_at={2: 5.0})
+    assert all(slow[p].members == (0, 1, 2, 3) for p in range(4))
+    assert res.virtual_time_s >= 5.0 and all(r[0] == 10.0 for r in res.results.values())
+
+    told: dict[int, tuple[float, frozenset[int]]] = {}
+    dead = machines()
+    net = MemoryNetwork(deadline_s=1.0)
+    run_net = net.run(
+        dead,
+        [Crash(2, after_sends=0)],
+        on_lost=lambda p, lost: told.setdefault(p, (0.0, lost)) is not None,
+    )
+    assert sorted(told) == [0, 1, 3] and {lost for _, lost in told.values()} == {frozenset({2})}
+    assert all(dead[p].members == (0, 1, 3) for p in (0, 1, 3))
+    assert all(run_net.results[p][0] == 1.0 + 2.0 + 4.0 for p in (0, 1, 3))

@@ -150,8 +150,10 @@ class FailureDetector:
         if expired:
             self.mark_lost(expired)
             return Verdict(declare=expired, wake_at=now)
+        # times are compared as times, never as differences: a driver that comes back
+        # exactly at `wake_at` (virtual time) must find the step due
         assert self.hard_limit_s is not None
-        if silence > self.hard_limit_s:
+        if now >= self.progress_at + self.hard_limit_s:
             waiting = tuple(sorted(set(expecting) - self.lost))
             self.mark_lost(waiting)
             self.progress_at = now
@@ -159,16 +161,16 @@ class FailureDetector:
         window = d.probe_s()
         ask_at = d.seconds() - window
         probe: list[int] = []
-        if silence > ask_at:
+        if now >= self.progress_at + ask_at:
             for p in sorted(set(expecting) - self.lost):
-                if p in self.probes or now - self.cleared.get(p, float("-inf")) < ask_at:
+                if p in self.probes or now < self.cleared.get(p, float("-inf")) + ask_at:
                     continue
                 self.probes[p] = (now, now + window)
                 probe.append(p)
-        wake = [self.progress_at + ask_at] if silence <= ask_at else []
+        wake = [self.progress_at + ask_at] if now < self.progress_at + ask_at else []
         wake += [by for _, by in self.probes.values()]
         wake += [t + ask_at for t in self.cleared.values() if t + ask_at > now]
-        wake.append(self.progress_at + self.hard_limit_s + 1e-9)
+        wake.append(self.progress_at + self.hard_limit_s)
         return Verdict(probe=tuple(probe), wake_at=min(wake))
 
     def close(self, now: float) -> None:

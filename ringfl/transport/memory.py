@@ -18,16 +18,20 @@ is unreachable. `Inject(...)` delivers raw frames, as if from the network, at a 
 time. `start_at` delays a machine's start (its local training on virtual time);
 `link_factor` slows the link between two peers (latency and transfer time).
 
-Deadlines: when no event is pending and some live machine is unfinished, the clock
-advances by `deadline_s` and every live unfinished machine learns the crashed and
-unreachable peers not yet reported to it — a perfect failure detector after the deadline
-(real drivers can only suspect). With `on_lost(peer, lost) -> bool` the driver hears of
-it first and may stop that peer (False: it leaves the run, as a real peer that finds
-itself in a minority stops); otherwise the machine gets `peers_lost`. `initial_lost`
-reports known losses right after the start. A machine's `PeerTimeout` (the default
-reaction) propagates out of `run`. If no crashed peer explains the stall, `run` raises `PeerTimeout`
-naming the peers the stalled machines are waiting for; so it does when a machine, told of
-every crash, still neither finishes nor sends.
+Failure detection: every live machine has the failure detector real peers use
+(`ringfl.engine.failure.FailureDetector`), fed with virtual time, with a fixed deadline of
+`deadline_s` (probe window half of it). A silent peer a machine waits for is probed; a
+live, reachable peer answers at once (a slow one too), a crashed or cut-off one never, and
+is declared gone when the deadline passes. As a real peer's LOST notice does, the news
+then reaches, at that same virtual moment, every live machine that cannot reach the lost
+peer either, so all survivors learn of a loss consistently. With `on_lost(peer, lost) ->
+bool` the driver hears of it first and may stop that peer (False: it leaves the run, as a
+real peer that finds itself in a minority stops); otherwise the machine gets
+`peers_lost`. `initial_lost` reports known losses right after the start. A machine's
+`PeerTimeout` (the default reaction) propagates out of `run`. A stall that no loss
+explains (the awaited peers answer probes but nothing moves for the detector's hard limit,
+65 deadlines, or a machine told of every crash still neither finishes nor sends) raises
+`PeerTimeout` naming the peers the stalled machines wait for.
 
 A message that a machine rejects (`WireError` from `decode` or `receive`) is dropped and its
 reason recorded in `RunResult.rejected`, as a real peer would log it.
@@ -42,6 +46,7 @@ from typing import Any
 
 from ringfl import wire
 from ringfl.collective.events import Done, Machine, Send
+from ringfl.engine.failure import AdaptiveDeadline, DeadlinePolicy, FailureDetector
 from ringfl.errors import PeerTimeout, WireError
 
 #: capture callback: (sender, to, frames as bytes)
@@ -184,6 +189,20 @@ class _Run:
         self.wire_bytes = dict.fromkeys(machines, 0)
         self.nic_free = dict.fromkeys(machines, 0.0)
         self.rejected: list[tuple[int, str]] = []
+        d = net.deadline_s
+        policy = DeadlinePolicy(
+            min_s=d, max_s=d, initial_s=d, probe_min_s=d / 2, probe_max_s=d / 2, margin_s=0.0
+        )
+        # a live peer that answers probes is waited for as long as a real peer would with
+        # the default deadlines (2 x 30 s + 5 s for d = 1 s) before the stall is an error
+        hard = 65.0 * d
+        self.detectors = {
+            p: FailureDetector(AdaptiveDeadline(policy), started=0.0, hard_limit_s=hard)
+            for p in machines
+        }
+        self.wake = dict.fromkeys(machines, 0.0)  # when each detector must be asked next
+        self.first_ask = d / 2  # after progress, the detector has nothing to say before this
+        self.min_wake = 0.0  # a lower bound of min(self.wake) over live machines
 
     def _push(self, t: float, sender: int, to: int, frames: list[bytes]) -> None:
         heapq.heappush(self.queue, (t, self.seq, sender, to, frames))
@@ -255,7 +274,67 @@ class _Run:
         lost = self.initial_lost.get(p, frozenset()) - self.reported[p]
         if lost and p not in self.finished:
             self.reported[p] |= lost
+            self.detectors[p].mark_lost(lost)
             self._act(p, self.machines[p].peers_lost(frozenset(lost)))
+
+    def _detect(self) -> None:
+        """Run the failure detectors up to the next event (or until one declares): probes
+        are answered by live, reachable peers; declared peers reach every machine that
+        cannot reach them either (the LOST notice), at one virtual moment."""
+        while True:
+            live = self._live_unfinished()
+            if not live:
+                return
+            nxt = self.queue[0][0] if self.queue else float("inf")
+            wake = min(self.wake[p] for p in live)
+            self.min_wake = wake
+            if wake > nxt:
+                return
+            self.now = max(self.now, wake)
+            declared: set[int] = set()
+            stalled: list[int] = []
+            for p in live:
+                if self.wake[p] > self.now:
+                    continue
+                det = self.detectors[p]
+                expecting = set(self.machines[p].expecting()) - self.reported[p]
+                v = det.poll(self.now, expecting)
+                unreachable = self._unreachable(p)
+                for q in v.probe:
+                    if q not in unreachable:
+                        det.heard(q, self.now)  # alive: it answers
+                if v.probe:
+                    v = det.poll(self.now, expecting)
+                self.wake[p] = max(v.wake_at, self.now)
+                if v.stalled:
+                    stalled.append(p)
+                declared |= set(v.declare)
+            if stalled:
+                self._stall(stalled)
+            if declared:
+                for r in self._live_unfinished():
+                    new = (declared & self._unreachable(r)) - self.reported[r]
+                    if new:
+                        self.detectors[r].mark_lost(new)
+                        self._lose(r, frozenset(new))
+                        self.wake[r] = self.now
+                self.min_wake = self.now
+                return
+
+    def _stall(self, stalled: list[int]) -> None:
+        """The detector's hard limit: the awaited peers all answer, or nobody is left to
+        wait for, and nothing moves."""
+        waiting = sorted(set().union(*(self.machines[p].expecting() for p in stalled)))
+        gone = self.dead | self.absent | self.stopped
+        if waiting and set(waiting) - gone - set().union(*(self._unreachable(p) for p in stalled)):
+            why = "and no crash explains it"
+        else:
+            why = "and were told of every crash"
+        raise PeerTimeout(
+            f"peers {stalled} stalled at virtual time {self.now:.6g} s waiting for "
+            f"{waiting}, {why}",
+            tuple(waiting),
+        )
 
     def go(self) -> RunResult:
         later = []
@@ -281,38 +360,25 @@ class _Run:
                 if to in self.finished:
                     self.rejected.append((to, f"message from {sender} after peer {to} finished"))
                     continue
+                det = self.detectors[to]
+                if sender >= 0:
+                    det.heard(sender, t)
                 try:
                     msg = decode(frames, max_elements=max_el, session=self.session)
                     actions = self.machines[to].receive(msg)
                 except WireError as exc:
                     self.rejected.append((to, str(exc)))
                     continue
+                det.progress(t)
+                self.wake[to] = t + self.first_ask
+                self.min_wake = min(self.min_wake, self.wake[to])
                 self._act(to, actions)
-            stalled = self._live_unfinished()
-            if not stalled:
+                if self.queue and self.queue[0][0] < self.min_wake:
+                    continue
+                self._detect()
+            if not self._live_unfinished():
                 break
-            self.now += self.net.deadline_s
-            lost_any = False
-            for p in stalled:
-                if p in self.dead or p in self.finished or p in self.stopped:
-                    continue
-                new = self._unreachable(p) - self.reported[p]
-                if not new:
-                    continue
-                lost_any = True
-                self._lose(p, frozenset(new))
-            if not lost_any and not self.queue:
-                waiting = sorted(set().union(*(self.machines[p].expecting() for p in stalled)))
-                why = (
-                    "and were told of every crash"
-                    if (self.dead or self.absent) and set(waiting) <= self.dead | self.absent
-                    else "and no crash explains it"
-                )
-                raise PeerTimeout(
-                    f"peers {stalled} stalled at virtual time {self.now:.6g} s waiting for "
-                    f"{waiting}, {why}",
-                    tuple(waiting),
-                )
+            self._detect()
         return RunResult(
             results=self.results,
             dead=frozenset(self.dead),
