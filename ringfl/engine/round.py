@@ -52,6 +52,7 @@ from ringfl.engine.sums import (
     star_sum,
 )
 from ringfl.engine.workload import LocalStats, Workload
+from ringfl.secure.aggregate import SecureRingAllReduce
 
 #: Per-sample losses are divided by this in the evaluation slot (keeps them in the secure
 #: fixed-point range; a mean loss above it is clipped).
@@ -127,6 +128,7 @@ class RoundEngine:
     _local: LocalStats | None = field(default=None, init=False)
     _payload: np.ndarray | None = field(default=None, init=False)
     _x: RoundInput | None = field(default=None, init=False)
+    _neighbours: frozenset[int] = field(default=frozenset(), init=False)
 
     def __post_init__(self) -> None:
         self.membership = Membership(
@@ -318,6 +320,7 @@ class RoundEngine:
         if self.collective == "neighbours":
             assert self.row is not None
             row = live_weights(self.row, self.peer, self.membership.gone)
+            self._neighbours = frozenset(row) - {self.peer}
             self._payload = contribution
             return neighbour_mix(
                 self.peer, row, contribution, session=self.session, round_index=round_index
@@ -376,7 +379,7 @@ class RoundEngine:
                 evaluation = self._global_eval(round_index - 1, slot)
         failures = tuple(p for p in members if p not in contributors)
         if self.collective == "neighbours":
-            failures = tuple(sorted(getattr(machine, "dropped", ())))
+            failures = tuple(sorted(self._neighbours - set(contributors)))
         new = self.algorithm.aggregate(x, SumResult(total, contributors, failures))
         self.workload.set(new)
         if self.collective == "ring":
@@ -396,8 +399,8 @@ class RoundEngine:
             admitted=tuple(adm),
             train_loss=float("nan") if local is None else local.loss,
             weight=weight,
-            clipped=getattr(machine, "clipped", None),
-            attempts=getattr(machine, "attempts", None),
+            clipped=machine.clipped if isinstance(machine, SecureRingAllReduce) else None,
+            attempts=machine.attempts if isinstance(machine, SecureRingAllReduce) else None,
             evaluation=evaluation,
         )
 
