@@ -129,6 +129,7 @@ class RoundEngine:
     _payload: np.ndarray | None = field(default=None, init=False)
     _x: RoundInput | None = field(default=None, init=False)
     _neighbours: frozenset[int] = field(default=frozenset(), init=False)
+    _slot: np.ndarray | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.membership = Membership(
@@ -248,6 +249,8 @@ class RoundEngine:
         self.snapshot = Handover(
             round_index, tuple(self.members), start, self.total or 0.0, self.val_total
         )
+        # the start model is the model after round r - 1: evaluate it before training
+        self._slot = self._eval_slot(round_index) if self.collective == "ring" else None
         self._check()
         return self.membership.to_serve(round_index) if self.collective == "ring" else []
 
@@ -307,7 +310,8 @@ class RoundEngine:
         contribution = self.algorithm.contribution(x)
         if self.collective == "ring":
             payload = with_flags(contribution, self.membership.flags(round_index), self.n_peers)
-            payload = np.concatenate([payload, self._eval_slot(round_index)])
+            slot = self._slot if self._slot is not None else np.zeros(EVAL_SLOTS, np.float32)
+            payload = np.concatenate([payload, slot])
             self._payload = payload
             return ring_sum(
                 self.peer,
@@ -347,6 +351,8 @@ class RoundEngine:
     def _eval_slot(self, round_index: int) -> np.ndarray:
         out = np.zeros(EVAL_SLOTS, dtype=np.float32)
         if round_index == 0 or round_index % self.eval_every or not self.val_total > 0:
+            return out
+        if self.aux:
             return out
         ev = self.workload.evaluate()  # the start model = the model after round r - 1
         if ev is None:
