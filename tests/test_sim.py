@@ -221,3 +221,20 @@ def test_simulate_global_validation_is_the_sum_over_parties(tmp_path):
     pooled = evaluate(model, Dataset.concat(vals))
     assert r.final_accuracy == pytest.approx(pooled.accuracy, abs=1e-6)
     assert r.final_loss == pytest.approx(pooled.loss, rel=1e-4)
+
+
+def test_parties_that_disagree_on_the_classes_are_told_at_setup(tmp_path):
+    train, test = load_digits(seed=0)
+    for p in range(3):
+        x, y = train.x[p * 200 : (p + 1) * 200, 0], train.y[p * 200 : (p + 1) * 200]
+        if p == 2:  # this party has no sample of class 9: its own labels say 9 classes
+            x, y = x[y < 9], y[y < 9]
+        np.savez(tmp_path / f"p{p}.npz", x=x, y=y)
+    raw = tiny()
+    raw["data"] = {"dataset": "files", "files": [f"p{p}.npz" for p in range(3)]}
+    cfg = config_from_dict(raw, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="different numbers of classes.*data.num_classes"):
+        simulate(make("ring", 3), cfg, progress=False, baseline=False)
+    raw["data"]["num_classes"] = 10
+    r = simulate(make("ring", 3), config_from_dict(raw, base_dir=tmp_path), progress=False)
+    assert r.data.num_classes == 10 and len({w.state_hash() for w in r.learners}) == 1

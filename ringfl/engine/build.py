@@ -82,10 +82,13 @@ def make_engine(
     plan: FaultPlan | None = None,
     aux: bool = False,
     entropy: Any = None,
+    num_classes: int | None = None,
 ) -> RoundEngine:
     """The engine of party `peer` of `n_peers`. Ring modes need `order` (ring order) and,
     when masking, `keys` and every party's `public_keys`; gossip needs `row`."""
     algorithm = make_algorithm(config.algorithm)
+    if num_classes is None:
+        num_classes = workload.num_classes
     secure = None
     if masks(config.algorithm) and algorithm.collective == "ring":
         if keys is None or public_keys is None:
@@ -105,6 +108,7 @@ def make_engine(
         hub=n_peers if algorithm.collective == "star" else None,
         aux=aux,
         eval_every=config.eval_every,
+        num_classes=num_classes,
         plan=plan or FaultPlan.empty(),
     )
 

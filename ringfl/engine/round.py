@@ -52,6 +52,7 @@ from ringfl.engine.sums import (
     star_sum,
 )
 from ringfl.engine.workload import LocalStats, Workload
+from ringfl.errors import ConfigError
 from ringfl.secure.aggregate import SecureRingAllReduce
 
 #: Per-sample losses are divided by this in the evaluation slot (keeps them in the secure
@@ -117,6 +118,7 @@ class RoundEngine:
     hub: int | None = None
     aux: bool = False
     eval_every: int = 1
+    num_classes: int = 0  # the model's classes; the setup sum checks that all parties agree
     plan: FaultPlan = field(default_factory=FaultPlan.empty)
     session: int = 0
     total: float | None = None
@@ -172,10 +174,14 @@ class RoundEngine:
     # -- set-up ------------------------------------------------------------------------------
 
     def setup_machine(self, session: int) -> Machine | None:
-        """Ring modes: the sum of (training, validation) sample counts over every peer."""
+        """Ring modes: the sum of (training, validation) sample counts over every peer,
+        and of the number of classes each party's model has (they must agree)."""
         if self.collective != "ring":
             return None
-        data = np.array([self.workload.num_samples, self.workload.num_val], dtype=np.float64)
+        data = np.array(
+            [self.workload.num_samples, self.workload.num_val, self.num_classes],
+            dtype=np.float64,
+        )
         return ring_sum(
             self.peer,
             self.membership.order,
@@ -187,9 +193,16 @@ class RoundEngine:
         )
 
     def finish_setup(self, result: np.ndarray) -> None:
-        total, val = (float(v) for v in np.asarray(result)[:2])
+        total, val, classes = (float(v) for v in np.asarray(result)[:3])
         if not total > 0:
             raise RuntimeError(f"peer {self.peer}: total sample count over the ring is {total}")
+        agree = self.num_classes * len(self.membership.order)
+        if round(classes) != agree:
+            raise ConfigError(
+                f"peer {self.peer}: the parties' models have different numbers of classes "
+                f"(this party's has {self.num_classes}; each party takes it from its own "
+                "labels): set data.num_classes in the config"
+            )
         self.total, self.val_total = total, max(val, 0.0)
 
     def begin(self, round_index: int, members: Sequence[int], session: int) -> None:

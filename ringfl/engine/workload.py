@@ -107,6 +107,11 @@ class NeuralWorkload:
     def num_val(self) -> int:
         return 0 if self.val is None else len(self.val)
 
+    @property
+    def num_classes(self) -> int:
+        """The model's output classes (from this party's data or the config)."""
+        return self.trainer.data.num_classes
+
     def get(self) -> np.ndarray:
         return get_flat(self.model)
 
@@ -148,6 +153,10 @@ class AuxWorkload:
 
     @property
     def num_val(self) -> int:
+        return 0
+
+    @property
+    def num_classes(self) -> int:
         return 0
 
     def get(self) -> np.ndarray:
