@@ -41,8 +41,7 @@ from ringfl.algorithms import REGISTRY, masks, set_flat
 from ringfl.baselines import BaselineResult, centralized, sample_budget
 from ringfl.collective.events import Machine
 from ringfl.config import Config
-from ringfl.data import Dataset
-from ringfl.data.parties import PartyData, builtin_split, load_party
+from ringfl.data.parties import PeerData, prepare_data, summarize_parts
 from ringfl.engine.build import make_engine, neural_workload, ring_of, session_id
 from ringfl.engine.faults import Fault, FaultPlan, resolve
 from ringfl.engine.round import GlobalEval, RoundEngine, RoundRecord
@@ -50,7 +49,6 @@ from ringfl.engine.workload import AuxWorkload, NeuralWorkload
 from ringfl.errors import ConfigError
 from ringfl.local import evaluate
 from ringfl.models import ModelSpec
-from ringfl.partition import PartitionSummary
 from ringfl.transport.memory import Crash, Cut, MemoryNetwork, RunResult
 
 METRIC_FIELDS = (
@@ -71,48 +69,6 @@ METRIC_FIELDS = (
     "wall_s",
 )
 ROUND_FIELDS = ("round", "members", "contributors", "dropped", "admitted", "stopped", "virtual_s")
-
-
-@dataclass
-class PeerData:
-    """Every simulated party's own data, the public test set (if any), and the split."""
-
-    parties: list[PartyData]
-    test: Dataset | None
-    num_classes: int
-    summary: PartitionSummary
-    pooled: Dataset  # every training sample held by some party, once (centralized baseline)
-
-    @property
-    def parts(self) -> list[Dataset]:
-        return [p.train for p in self.parties]
-
-
-def prepare_data(config: Config, num_peers: int) -> PeerData:
-    """Each of `num_peers` parties' data: its own file (`data.files`), or its part of the
-    built-in dataset."""
-    if config.data.dataset == "files":
-        try:
-            parties = [load_party(config, num_peers, p) for p in range(num_peers)]
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        k = max(p.num_classes for p in parties)
-        summary = PartitionSummary(
-            [len(p.train) for p in parties],
-            [np.bincount(p.train.y, minlength=k).tolist() for p in parties],
-        )
-        pooled = Dataset.concat([Dataset(p.train.x, p.train.y, k, "") for p in parties])
-        return PeerData(parties, parties[0].test, k, summary, pooled)
-    parts, test, pooled = builtin_split(config, num_peers)
-    k = test.num_classes
-    idx_summary = summarize_parts(parts, k)
-    return PeerData([PartyData(p, None, test, k) for p in parts], test, k, idx_summary, pooled)
-
-
-def summarize_parts(parts: Sequence[Dataset], k: int) -> PartitionSummary:
-    return PartitionSummary(
-        [len(p) for p in parts], [np.bincount(p.y, minlength=k).tolist() for p in parts]
-    )
 
 
 @dataclass
@@ -576,3 +532,17 @@ def write_outputs(result: SimResult, out: Path) -> list[Path]:
     from ringfl.sim_outputs import write_outputs as write
 
     return write(result, out)
+
+
+__all__ = [
+    "METRIC_FIELDS",
+    "ROUND_FIELDS",
+    "PeerData",
+    "SimResult",
+    "consensus_distance",
+    "prepare_data",
+    "simulate",
+    "simulation_keys",
+    "summarize_parts",
+    "write_outputs",
+]

@@ -6,6 +6,7 @@ built-in dataset with a partitioner (parties simulated from one public dataset).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from ringfl.config import Config, DataFile
 from ringfl.data.builtin import load_digits, load_mnist
 from ringfl.data.dataset import Dataset
 from ringfl.data.files import load_data_file
+from ringfl.errors import ConfigError
+from ringfl.partition import PartitionSummary
 
 
 @dataclass(frozen=True)
@@ -125,9 +128,61 @@ def load_party(
     return PartyData(parts[peer], None, test, test.num_classes)
 
 
+@dataclass
+class PeerData:
+    """Every simulated party's own data, the public test set (if any), and the split."""
+
+    parties: list[PartyData]
+    test: Dataset | None
+    num_classes: int
+    summary: PartitionSummary
+    pooled: Dataset  # every training sample held by some party, once (centralized baseline)
+
+    @property
+    def parts(self) -> list[Dataset]:
+        return [p.train for p in self.parties]
+
+
+def prepare_data(config: Config, num_peers: int) -> PeerData:
+    """Each of `num_peers` parties' data: its own file (`data.files`), or its part of the
+    built-in dataset."""
+    if config.data.dataset == "files":
+        try:
+            parties = [load_party(config, num_peers, p) for p in range(num_peers)]
+        except ValueError as exc:  # a mismatch between config and files: the user's to fix
+            raise ConfigError(str(exc)) from None
+        k = max(p.num_classes for p in parties)
+        summary = PartitionSummary(
+            [len(p.train) for p in parties],
+            [np.bincount(p.train.y, minlength=k).tolist() for p in parties],
+        )
+        pooled = Dataset.concat([Dataset(p.train.x, p.train.y, k, "") for p in parties])
+        return PeerData(parties, parties[0].test, k, summary, pooled)
+    parts, test, pooled = builtin_split(config, num_peers)
+    k = test.num_classes
+    idx_summary = summarize_parts(parts, k)
+    return PeerData([PartyData(p, None, test, k) for p in parts], test, k, idx_summary, pooled)
+
+
+def summarize_parts(parts: Sequence[Dataset], k: int) -> PartitionSummary:
+    return PartitionSummary(
+        [len(p) for p in parts], [np.bincount(p.y, minlength=k).tolist() for p in parts]
+    )
+
+
 def resolve_path(path: str, base: Path) -> str:
     """`path` relative to `base` unless absolute."""
     return path if Path(path).is_absolute() else str(base / path)
 
 
-__all__ = ["PartyData", "builtin_split", "load_party", "party_files", "resolve_path", "subset"]
+__all__ = [
+    "PartyData",
+    "PeerData",
+    "builtin_split",
+    "load_party",
+    "party_files",
+    "prepare_data",
+    "resolve_path",
+    "subset",
+    "summarize_parts",
+]
