@@ -315,6 +315,9 @@ class PeerNode(ControlPlane):
             link.service(self.opts.join_timeout_s, until=gate.exists)
         for p in self.eng.begin_round(rnd):  # members admitted in the last round get their state
             self._serve_state(p, retry=False)
+        for declarer, victim in self.plan.wrong_losses.get(rnd, ()):  # a false suspicion
+            if declarer == self.peer and victim in self.eng.members:
+                self._on_declared(frozenset({victim}), rnd)
         self._raise_queued()
         stats = self._train(rnd)
         t1 = time.perf_counter()
