@@ -59,6 +59,15 @@ round = 4
 """
 
 
+FALSE_LOSS = """
+[[faults]]
+kind = "wrong_loss"
+node = "0"
+lost = "3"
+round = 1
+"""
+
+
 @dataclass(frozen=True)
 class Case:
     kind: str
@@ -77,6 +86,7 @@ CASES = {
     "selective": Case("ring", 4, "selective", True),
     "fedprox": Case("ring", 3, "ring", True, prox_mu=0.5),
     "secure-ring-kill-restart": Case("ring", 5, "ring", True, rounds=6, faults=KILL_AND_RESTART),
+    "secure-ring-false-loss": Case("ring", 5, "ring", True, rounds=5, faults=FALSE_LOSS),
 }
 
 
@@ -109,7 +119,7 @@ def test_simulator_and_real_peers_end_identical(name: str) -> None:
         proc = start("launch", *ring.args("--out", str(ring.out)), log=ring.dir / "launch.log")
         code = wait(proc, 240)
         log = (ring.dir / "launch.log").read_text()
-        killed = {"2"} if case.faults else set()
+        killed = {"2"} if "crash" in case.faults else set()
         assert code == (137 if killed else 0), log[-4000:]
         names = [str(v) for v in topology.peers(ring.graph)]
         for p, node in enumerate(names):
@@ -134,5 +144,8 @@ def test_simulator_and_real_peers_end_identical(name: str) -> None:
             assert all(sim.rounds[r]["contributors"] == names for r in (0, 1, 4, 5))
             events = [json.loads(x) for x in (ring.peer_dir("2") / "events.jsonl").open()]
             assert any(e["event"] == "rejoined" and e["round"] == 4 for e in events)
+        if "wrong_loss" in case.faults:  # dropped in round 1, flagged in 2, back in 3
+            assert sim.rounds[1]["dropped"] == ["3"] and sim.rounds[2]["admitted"] == ["3"]
+            assert sim.rounds[3]["contributors"] == names
     finally:
         ring.cleanup()

@@ -133,6 +133,17 @@ class FaultPlan:
     def empty() -> FaultPlan:
         return FaultPlan({}, {}, {}, {}, {}, {})
 
+    @property
+    def admissions(self) -> dict[int, int]:
+        """The round from which each scheduled rejoiner is a member again: a restart's
+        round, or r + 2 for the victim of a false declaration in round r (its join request
+        is summed in r + 1, where it is no longer a member)."""
+        out = dict(self.restarts)
+        for r, pairs in self.wrong_losses.items():
+            for _, victim in pairs:
+                out[victim] = max(out.get(victim, 0), r + 2)
+        return out
+
     def crash_at(self, peer: int, round_index: int) -> int | None:
         """`after_sends` when `peer` crashes in `round_index`, else None."""
         c = self.crashes.get(peer)

@@ -138,7 +138,7 @@ class RoundEngine:
             self.peer,
             self.n_peers,
             [int(p) for p in self.order],
-            not_before=dict(self.plan.restarts),
+            not_before=self.plan.admissions,
         )
         if self.algorithm.collective == "neighbours" and self.row is None:
             raise ValueError("a gossip engine needs its mixing row")
