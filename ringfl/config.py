@@ -72,6 +72,8 @@ else:  # pragma: no cover - Python 3.10
 
 DATASETS = ("mnist", "digits", "files")
 PARTITIONS = ("iid", "dirichlet", "shards", "fraction")
+#: The names of `ringfl.algorithms.REGISTRY` (kept here so that validating a config does not
+#: import torch; a test checks that both lists agree).
 ALGORITHMS = ("ring", "gossip", "selective", "server")
 MODEL_NAMES = ("mlp", "cnn", "logreg")
 

@@ -136,3 +136,12 @@ def test_memory_network_probes_a_slow_peer_and_declares_a_dead_one() -> None:
     assert sorted(told) == [0, 1, 3] and {lost for _, lost in told.values()} == {frozenset({2})}
     assert all(dead[p].members == (0, 1, 3) for p in (0, 1, 3))
     assert all(run_net.results[p][0] == 1.0 + 2.0 + 4.0 for p in (0, 1, 3))
+
+
+def test_the_algorithm_registry_is_the_one_list_of_names() -> None:
+    """The config validates names without importing torch; both lists must be the same."""
+    from ringfl.algorithms import ALGORITHM_NAMES, REGISTRY
+    from ringfl.config import ALGORITHMS
+
+    assert ALGORITHMS == ALGORITHM_NAMES == tuple(REGISTRY)
+    assert [n for n, e in REGISTRY.items() if e.real_peers] == ["ring", "gossip", "selective"]
