@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from typing import Any, NoReturn
 
@@ -21,15 +22,23 @@ from ringfl.errors import ConfigError
 
 def crash_after_flush(run: Any, *, flush_s: float = 10.0) -> NoReturn:
     """Flush `run`'s queued messages (a `ringfl.transport.zmq` run loop; at most `flush_s`
-    seconds), let ZeroMQ hand everything to the kernel (socket linger), then SIGKILL."""
+    seconds), let ZeroMQ deliver everything already sent (sockets closed with linger, the
+    context terminated: that waits for the lingering messages), then SIGKILL."""
+    zp = run.zp
     end = time.monotonic() + flush_s
     while any(run.outbox.values()) and time.monotonic() < end:
         for to in list(run.outbox):
             if run.outbox[to]:
                 run.flush(to)
         time.sleep(0.001)
-    for sock in list(run.zp._push.values()):
+    for sock in list(zp._push.values()):
         sock.close(linger=int(flush_s * 1000))
+    zp.pull.close(0)
+    if zp.security is not None:
+        zp.security.stop()  # its authentication thread holds a socket of the context
+    term = threading.Thread(target=zp.context.term, daemon=True)
+    term.start()
+    term.join(flush_s)  # bounded: the process dies either way
     os.kill(os.getpid(), signal.SIGKILL)
     raise SystemExit(137)  # not reached
 
