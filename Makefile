@@ -1,10 +1,12 @@
-# Two entry points: `make demo` (set up + run the main job) and `make test` (set up + run the tests).
+# Two entry points: `make demo` (set up + run the main job) and `make test` (set up, then
+# ruff check, ruff format --check and mypy — strict on the engine and protocol packages —
+# and then the tests).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ringfl-installed
 
-.PHONY: demo test lint format setup clean
+.PHONY: demo test lint typecheck format setup clean
 
 setup: $(STAMP)
 
@@ -21,8 +23,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m ringfl demo
 
-test: $(STAMP)
+test: $(STAMP) lint typecheck
 	$(PY) -m pytest
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ringfl tests experiments examples

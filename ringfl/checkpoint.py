@@ -57,7 +57,8 @@ def save(
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{_META_KEY: meta_bytes}, **dict(arrays))
+            contents: dict[str, Any] = {_META_KEY: meta_bytes, **dict(arrays)}
+            np.savez(f, **contents)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

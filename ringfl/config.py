@@ -8,7 +8,9 @@
     dataset = "mnist"              # mnist | digits | files
     dir = "..."                    # mnist only: a directory of IDX files (default: bundled)
     files = ["p0.npz", "p1.npz"]   # files only: one per peer (.npz, <name>_x.npy, .csv, or [x.npy, y.npy])
-    test = "test.npz"              # files only: the test set
+    test = "test.npz"              # optional: a public test set every party evaluates on
+    val_files = ["v0.csv", ...]    # files only, optional: each peer's own validation file
+    num_classes = 10               # optional: the model's classes (default: from the data)
     label_column = -1              # csv: index (negative from the end) or header name
     train_subset = 6000            # optional: a seeded random subset of the training set
     test_subset = 2000             # optional: same for the test set
@@ -42,6 +44,12 @@
     share_fraction = 0.1           # selective: share this fraction of delta entries
     clip = 1.0                     # secure: fixed-point inputs (weight * delta) clipped to +-clip
 
+    [[faults]]                     # optional: a fault schedule (see ringfl.engine.faults)
+    kind = "crash"
+    node = "2"
+    round = 2
+    after_sends = 3
+
 Relative paths in `data` are resolved against the config file's directory. Every problem
 raises `ConfigError` naming the file and the field (e.g. `train.lr`).
 """
@@ -56,6 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ringfl.engine.faults import Fault, fault_from_dict
 from ringfl.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -65,6 +74,8 @@ else:  # pragma: no cover - Python 3.10
 
 DATASETS = ("mnist", "digits", "files")
 PARTITIONS = ("iid", "dirichlet", "shards", "fraction")
+#: The names of `ringfl.algorithms.REGISTRY` (kept here so that validating a config does not
+#: import torch; a test checks that both lists agree).
 ALGORITHMS = ("ring", "gossip", "selective", "server")
 MODEL_NAMES = ("mlp", "cnn", "logreg")
 
@@ -84,6 +95,8 @@ class DataConfig:
     dir: str | None = None
     files: tuple[DataFile, ...] = ()
     test: str | None = None
+    val_files: tuple[DataFile, ...] = ()
+    num_classes: int | None = None
     label_column: int | str = -1
     train_subset: int | None = None
     test_subset: int | None = None
@@ -146,6 +159,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    faults: tuple[Fault, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON-serialisable dict (for saving next to results)."""
@@ -205,7 +219,13 @@ def config_from_dict(
     top = _fields(Config, raw, "", source)
     kwargs: dict[str, Any] = {}
     for key, value in top.items():
-        if key in _SECTIONS:
+        if key == "faults":
+            if not isinstance(value, list):
+                raise _err(source, "faults", "must be a list of tables ([[faults]])")
+            kwargs[key] = tuple(
+                fault_from_dict(f, f"{source}: faults[{i}]") for i, f in enumerate(value)
+            )
+        elif key in _SECTIONS:
             if not isinstance(value, Mapping):
                 raise _err(source, key, f"must be a table, got {type(value).__name__}")
             sec = _fields(_SECTIONS[key], value, f"{key}.", source)
@@ -217,11 +237,12 @@ def config_from_dict(
                     )
                 sec["layers"] = tuple(dict(x) for x in layers)
                 sec.setdefault("name", None)
-            if key == "data" and "files" in sec:
-                files = sec["files"]
-                if not isinstance(files, list):
-                    raise _err(source, "data.files", "must be a list of paths, one per peer")
-                sec["files"] = tuple(tuple(f) if isinstance(f, list) else f for f in files)
+            for name in ("files", "val_files"):
+                if key == "data" and name in sec:
+                    files = sec[name]
+                    if not isinstance(files, list):
+                        raise _err(source, f"data.{name}", "must be a list of paths, one per peer")
+                    sec[name] = tuple(tuple(f) if isinstance(f, list) else f for f in files)
             kwargs[key] = _SECTIONS[key](**sec)
         else:
             kwargs[key] = value
@@ -246,6 +267,7 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
         dir=res(d.dir) if d.dir is not None else None,
         test=res(d.test) if d.test is not None else None,
         files=tuple(res(f) for f in d.files),
+        val_files=tuple(res(f) for f in d.val_files),
     )
     return dataclasses.replace(cfg, data=data)
 
@@ -305,20 +327,32 @@ def validate(cfg: Config, source: str = "config") -> None:
     )
     int_at_least(d.train_subset, "data.train_subset", 1, optional=True)
     int_at_least(d.test_subset, "data.test_subset", 1, optional=True)
+    int_at_least(d.num_classes, "data.num_classes", 2, optional=True)
     if d.dataset == "files":
-        need(len(d.files) > 0, "data.files", "dataset 'files' needs one data file per peer")
-        need(d.test is not None, "data.test", "dataset 'files' needs a test set file")
-        for i, f in enumerate(d.files):
-            paths = f if isinstance(f, tuple) else (f,)
-            need(
-                all(isinstance(p, str) for p in paths) and len(paths) in (1, 2),
-                f"data.files[{i}]",
-                f"must be a path or a pair of paths [x.npy, y.npy], got {f!r}",
-            )
-            for p in paths:
-                need(Path(p).is_file(), f"data.files[{i}]", f"file not found: {p}")
-        need(Path(d.test).is_file(), "data.test", f"file not found: {d.test}")
+        # data.files may be empty: then every party names its own file (`ringfl peer
+        # --data`, a node's `data` attribute, or the Python API), and only that is read
+        for name, files in (("files", d.files), ("val_files", d.val_files)):
+            for i, f in enumerate(files):
+                paths = f if isinstance(f, tuple) else (f,)
+                need(
+                    all(isinstance(p, str) for p in paths) and len(paths) in (1, 2),
+                    f"data.{name}[{i}]",
+                    f"must be a path or a pair of paths [x.npy, y.npy], got {f!r}",
+                )
+                for path in paths:
+                    need(Path(path).is_file(), f"data.{name}[{i}]", f"file not found: {path}")
+        need(
+            not d.val_files or len(d.val_files) == len(d.files),
+            "data.val_files",
+            f"one validation file per peer: {len(d.val_files)} for {len(d.files)} data files",
+        )
+        need(d.test is None or Path(d.test).is_file(), "data.test", f"file not found: {d.test}")
     else:
+        need(
+            not d.val_files,
+            "data.val_files",
+            f"only used with dataset = 'files' (dataset is {d.dataset!r})",
+        )
         need(
             not d.files,
             "data.files",

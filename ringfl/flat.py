@@ -5,7 +5,7 @@
     state = unflatten(buffer, spec)                 # views of `buffer`, no copy
     unflatten(buffer, spec, into=model.state_dict())  # copy into the model's tensors
 
-One buffer has one dtype, so `flatten` refuses tensors of mixed dtypes (ConfigError naming
+One buffer has one dtype, so `flatten` refuses tensors of mixed dtypes (ValueError naming
 them). A model's state_dict often mixes them (BatchNorm's `num_batches_tracked` is int64):
 average the floating-point entries and keep the rest local with
 `flatten(floating_only(state))` (float32/float64 entries only).
@@ -25,8 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-from ringfl.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,7 @@ def _items(state: Mapping[str, torch.Tensor] | Sequence[torch.Tensor]) -> tuple[
         return list(state.items()), True
     if isinstance(state, Sequence):
         return list(enumerate(state)), False
-    raise ConfigError(f"flatten: expected a state_dict or a list of tensors, got {type(state)}")
+    raise ValueError(f"flatten: expected a state_dict or a list of tensors, got {type(state)}")
 
 
 def floating_only(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -90,21 +88,21 @@ def flatten(
     """
     items, is_mapping = _items(state)
     if not items:
-        raise ConfigError("flatten: nothing to flatten (empty state)")
+        raise ValueError("flatten: nothing to flatten (empty state)")
     tensors = []
     for k, t in items:
         if not isinstance(t, torch.Tensor):
-            raise ConfigError(f"flatten: entry {k!r} is {type(t).__name__}, not a tensor")
+            raise ValueError(f"flatten: entry {k!r} is {type(t).__name__}, not a tensor")
         tensors.append(t.detach())
     dtypes = {t.dtype for t in tensors}
     if len(dtypes) > 1:
-        by = {}
+        by: dict[str, list[str]] = {}
         for (k, _), t in zip(items, tensors, strict=True):
             by.setdefault(str(t.dtype), []).append(str(k))
         detail = "; ".join(
             f"{d}: {', '.join(ks[:4])}{' …' if len(ks) > 4 else ''}" for d, ks in by.items()
         )
-        raise ConfigError(
+        raise ValueError(
             f"flatten: mixed dtypes ({detail}); flatten one dtype at a time, "
             "e.g. flatten(floating_only(state))"
         )
@@ -112,7 +110,7 @@ def flatten(
     try:
         dtype = torch.empty(0, dtype=tdtype).numpy().dtype
     except TypeError:
-        raise ConfigError(f"flatten: dtype {tdtype} has no numpy equivalent") from None
+        raise ValueError(f"flatten: dtype {tdtype} has no numpy equivalent") from None
     offsets = [0]
     for t in tensors:
         offsets.append(offsets[-1] + t.numel())
@@ -144,7 +142,7 @@ def unflatten(
     buffer does), or, with `into`, copied in place into those tensors (returned)."""
     buf = np.asarray(buffer)
     if buf.ndim != 1 or buf.shape[0] != spec.numel or buf.dtype != spec.dtype:
-        raise ConfigError(
+        raise ValueError(
             f"unflatten: buffer {buf.dtype}{list(buf.shape)} does not match the spec "
             f"({spec.dtype}[{spec.numel}])"
         )
@@ -160,10 +158,10 @@ def unflatten(
         targets = dict(items)
         for key, v in zip(spec.keys, views, strict=True):
             if key not in targets:
-                raise ConfigError(f"unflatten: target has no entry {key!r}")
+                raise ValueError(f"unflatten: target has no entry {key!r}")
             t = targets[key]
             if tuple(t.shape) != tuple(v.shape):
-                raise ConfigError(f"unflatten: {key!r} has shape {tuple(t.shape)}, spec {v.shape}")
+                raise ValueError(f"unflatten: {key!r} has shape {tuple(t.shape)}, spec {v.shape}")
             with torch.no_grad():
                 t.copy_(v)
         return dict(targets) if is_mapping else [targets[i] for i in range(len(targets))]

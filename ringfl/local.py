@@ -77,7 +77,9 @@ class SGD:
         params = [p for p in self.params if p.grad is not None]
         if len(params) != len(self.params):
             raise RuntimeError("SGD.step: every parameter needs a gradient")
-        grads = [p.grad for p in params]
+        grads: list[torch.Tensor] | tuple[torch.Tensor, ...] = [
+            p.grad for p in params if p.grad is not None
+        ]
         if self.weight_decay:
             grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
         if self.momentum:

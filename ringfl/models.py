@@ -112,10 +112,10 @@ def layers_model(
                 raise ConfigError(
                     f"{at}.{key}: unknown field for a {kind} layer (allowed: {allowed})"
                 )
-        spec = {k: layer.get(k, default) for k, (req, default) in fields.items()}
-        for k, (req, _) in fields.items():
-            if req and k not in layer:
-                raise ConfigError(f"{at}.{k}: required for a {kind} layer")
+        spec = {name: layer.get(name, default) for name, (_, default) in fields.items()}
+        for name, (req, _) in fields.items():
+            if req and name not in layer:
+                raise ConfigError(f"{at}.{name}: required for a {kind} layer")
         if kind == "linear":
             if len(shape) != 1:
                 raise ConfigError(

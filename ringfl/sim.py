@@ -1,28 +1,34 @@
-"""One-process simulator: N peers, the same `Learner` code real peers run, collectives
-driven by the deterministic `MemoryNetwork` (the real protocol machines and wire format).
+"""One-process simulator: N parties, each with its own `RoundEngine` — the same engine,
+algorithms, membership and recovery code a real peer runs — driven over the deterministic
+`MemoryNetwork` (the real protocol machines and wire format) on a virtual clock.
 
     result = simulate(topology.make("ring", 8), config)
 
-Each round: every peer trains locally (sequentially, in this process), then all peers'
-collective machines run together on the in-memory network, then every peer applies the
-result. Every `eval_every` rounds (and after the last) the test set is evaluated: in ring,
-selective and server modes the model of peer 0 (all peers hold the same model); in gossip
-mode the accuracy averaged over peers, the accuracy of the mean model and the consensus
-distance mean_i ||x_i - mean(x)||.
+Each round: every live party trains locally (sequentially, in this process; on the
+virtual clock a local step takes `step_s`, times a slow peer's factor), then all parties'
+collectives run together on the in-memory network, then every party's engine applies the
+result. A fault schedule (`config.faults` and `faults=`; `ringfl.engine.faults`) is
+carried out on virtual time: crashes, restarts (the restarted party rejoins through the
+same join flags and handover as a real peer), false loss declarations, slow peers and
+links, partitions. Every round's contributors, dropped and admitted parties are in
+`SimResult.rounds`.
 
-Determinism: the same config (seed) gives the same numbers, bit for bit, apart from wall
-times. torch threads are left as they are (peers run one after another, so all threads of
-the process help each peer).
+Data: each party gets only its own data — one file each (`data.files`), or its part of a
+built-in dataset by the configured partitioner. Evaluation every `eval_every` rounds (and
+after the last): on the public test set when there is one (ring, selective, server: the
+model of the first live party, all hold the same; gossip: the mean over parties, the
+accuracy of the mean model and the consensus distance); with per-party validation files,
+the ring's secure sum of (correct, total, loss) as real peers report it.
+
+Determinism: the same config and schedule give the same numbers, bit for bit, apart from
+wall times. torch threads are the caller's (entry points set them).
 """
 
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
-import json
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,16 +37,19 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from ringfl.algorithms import ring_of, secure_available, set_flat
+from ringfl.algorithms import REGISTRY, masks, set_flat
 from ringfl.baselines import BaselineResult, centralized, sample_budget
+from ringfl.collective.events import Machine
 from ringfl.config import Config
-from ringfl.data import Dataset, load_data_file, load_digits, load_mnist
+from ringfl.data.parties import PeerData, prepare_data, summarize_parts
+from ringfl.engine.build import make_engine, neural_workload, ring_of, session_id
+from ringfl.engine.faults import Fault, FaultPlan, resolve
+from ringfl.engine.round import GlobalEval, RoundEngine, RoundRecord
+from ringfl.engine.workload import AuxWorkload, NeuralWorkload
 from ringfl.errors import ConfigError
-from ringfl.learner import Learner, make_learner, session_id
 from ringfl.local import evaluate
 from ringfl.models import ModelSpec
-from ringfl.partition import PartitionSummary, partition, summarize
-from ringfl.transport.memory import MemoryNetwork
+from ringfl.transport.memory import Crash, Cut, MemoryNetwork, RunResult
 
 METRIC_FIELDS = (
     "round",
@@ -59,23 +68,15 @@ METRIC_FIELDS = (
     "virtual_comm_s",
     "wall_s",
 )
-
-
-@dataclass
-class PeerData:
-    """The training data of every peer, the test set, and how it was split."""
-
-    parts: list[Dataset]
-    test: Dataset
-    num_classes: int
-    summary: PartitionSummary
-    pooled: Dataset  # every training sample held by some peer, once (centralized baseline)
+ROUND_FIELDS = ("round", "members", "contributors", "dropped", "admitted", "stopped", "virtual_s")
 
 
 @dataclass
 class SimResult:
     """What a simulation produced. `metrics`: one dict per evaluated round (METRIC_FIELDS;
-    None where not applicable). Byte counts are payload bytes sent per learner (mean)."""
+    None where not applicable); `rounds`: one dict per round (ROUND_FIELDS: who started
+    it, contributed, was dropped, admitted or stopped, by node name). Byte counts are
+    payload bytes sent per party (mean)."""
 
     config: Config
     algorithm: str
@@ -88,13 +89,21 @@ class SimResult:
     compute_s: float
     comm_s: float
     wall_s: float
-    learners: list[Learner]
+    engines: list[RoundEngine]
     data: PeerData
-    setup_s: float = 0.0  # the one-off setup collective (ring: sum of sample counts)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    records: list[RoundRecord] = field(default_factory=list)
+    alive: list[int] = field(default_factory=list)
+    setup_s: float = 0.0  # the one-off setup sum (ring modes: sample counts)
     setup_bytes_per_peer: float = 0.0
     baseline: BaselineResult | None = None
     out_dir: Path | None = None
     files: list[Path] = field(default_factory=list)
+
+    @property
+    def learners(self) -> list[NeuralWorkload]:
+        """The live parties' workloads (model, `flat()`, `state_hash()`)."""
+        return [self.engines[p].workload for p in self.alive]  # type: ignore[misc]
 
     def summary(self) -> dict[str, Any]:
         """A JSON-serialisable summary (no models)."""
@@ -112,6 +121,7 @@ class SimResult:
             "setup_s": self.setup_s,
             "setup_bytes_per_peer": self.setup_bytes_per_peer,
             "wall_s": self.wall_s,
+            "faults": len(self.config.faults),
             "baseline": None
             if b is None
             else {
@@ -123,60 +133,6 @@ class SimResult:
                 **b.detail,
             },
         }
-
-
-def _subset(d: Dataset, n: int | None, seed: int, tag: int) -> Dataset:
-    if n is None or n >= len(d):
-        return d
-    idx = np.sort(np.random.default_rng([seed, tag]).choice(len(d), size=n, replace=False))
-    return d.subset(idx)
-
-
-def prepare_data(config: Config, num_peers: int) -> PeerData:
-    """Load the configured dataset and give each of `num_peers` peers its part."""
-    dc = config.data
-    if dc.dataset == "files":
-        if len(dc.files) != num_peers:
-            raise ConfigError(
-                f"data.files: {len(dc.files)} file(s) for {num_peers} peers (one per peer)"
-            )
-        raw = [load_data_file(f, label_column=dc.label_column) for f in dc.files]
-        assert dc.test is not None
-        test = load_data_file(dc.test, label_column=dc.label_column)
-        k = max([test.num_classes, *(p.num_classes for p in raw)])
-        parts = [Dataset(p.x, p.y, k, p.name) for p in raw]
-        test = _subset(Dataset(test.x, test.y, k, test.name), dc.test_subset, config.seed, 2)
-        shapes = {p.input_shape for p in [*parts, test]}
-        if len(shapes) != 1:
-            raise ConfigError(f"data.files: peers' samples have different shapes {sorted(shapes)}")
-        pooled = Dataset.concat(parts)
-        summary = PartitionSummary(
-            [len(p) for p in parts], [np.bincount(p.y, minlength=k).tolist() for p in parts]
-        )
-        return PeerData(parts, test, k, summary, pooled)
-    if dc.dataset == "mnist":
-        train, test = load_mnist(dc.dir)
-    else:
-        train, test = load_digits(seed=0)
-    train = _subset(train, dc.train_subset, config.seed, 1)
-    test = _subset(test, dc.test_subset, config.seed, 2)
-    p = config.partition
-    idx = partition(
-        p.name,
-        train.y,
-        num_peers,
-        config.seed,
-        alpha=p.alpha,
-        classes_per_peer=p.classes_per_peer,
-        fraction_per_peer=p.fraction,
-        min_size=p.min_size,
-    )
-    parts = [train.subset(i, f"peer{k}") for k, i in enumerate(idx)]
-    held = np.unique(np.concatenate(idx))
-    pooled = train if len(held) == len(train) else train.subset(held, "pooled")
-    return PeerData(
-        parts, test, train.num_classes, summarize(idx, train.y, train.num_classes), pooled
-    )
 
 
 def simulation_keys(seed: int, n: int) -> list[Any]:
@@ -198,6 +154,196 @@ def consensus_distance(flats: Sequence[np.ndarray]) -> float:
     return float(np.linalg.norm(x - x.mean(axis=0), axis=1).mean())
 
 
+class _Sim:
+    """The simulator's loop (see the module docstring); only driving, no decisions."""
+
+    def __init__(
+        self,
+        graph: nx.Graph,
+        config: Config,
+        data: PeerData,
+        plan: FaultPlan,
+        net: MemoryNetwork,
+        model: ModelSpec | None,
+        step_s: float,
+    ) -> None:
+        from ringfl.topology import mixing_rows, peers
+
+        self.config = config
+        self.data = data
+        self.plan = plan
+        self.net = net
+        self.model = model
+        self.step_s = step_s
+        self.names = [str(v) for v in peers(graph)]
+        self.n = n = len(self.names)
+        self.name = config.algorithm.name
+        entry = REGISTRY[self.name]
+        collective = entry.build(config.algorithm).collective
+        self.collective = collective
+        self.secure = masks(config.algorithm)
+        self.session = session_id(config.seed)
+        self.order = ring_of(graph) if collective == "ring" else list(range(n))
+        self.rows = mixing_rows(graph) if collective == "neighbours" else None
+        self.keys = simulation_keys(config.seed, n) if self.secure else [None] * n
+        self.public = {p: k.public_bytes for p, k in enumerate(self.keys)} if self.secure else None
+        if not plan.empty_plan and collective == "star":
+            raise ConfigError("faults: the server baseline has no recovery; use ring or gossip")
+        if plan.restarts and collective != "ring":
+            raise ConfigError("faults: restarts are simulated for ring modes (ring, selective)")
+        self.engines: list[RoundEngine] = [self._engine(p) for p in range(n)]
+        self.hub: RoundEngine | None = None
+        if collective == "star":
+            self.hub = make_engine(
+                n, n, config, AuxWorkload(self.engines[0].workload.get()), aux=True
+            )
+        self.alive: set[int] = set(range(n))
+        self.stopped: set[int] = set()
+        self._joining: dict[int, RoundEngine] = {}
+
+    def _engine(self, p: int) -> RoundEngine:
+        w = neural_workload(p, self.config, self.data.parties[p], self.model)
+        return make_engine(
+            p,
+            self.n,
+            self.config,
+            w,
+            order=self.order,
+            row=None if self.rows is None else self.rows[p],
+            keys=self.keys[p],
+            public_keys=self.public,
+            plan=self.plan,
+        )
+
+    def _all(self) -> dict[int, RoundEngine]:
+        out = {p: self.engines[p] for p in sorted(self.alive)}
+        if self.hub is not None:
+            out[self.n] = self.hub
+        return out
+
+    def setup(self) -> tuple[float, float]:
+        t0 = time.perf_counter()
+        machines = {p: m for p, e in self._all().items() if (m := e.setup_machine(self.session))}
+        sent = 0.0
+        if machines:
+            run = self.net.run(machines)
+            sent = float(np.mean([run.bytes_sent.get(p, 0) for p in range(self.n)]))
+            for p in machines:
+                self.engines[p].finish_setup(run.results[p])
+        for e in self._all().values():
+            e.begin(0, self.order, self.session)
+        return time.perf_counter() - t0, sent
+
+    def _restarts(self, r: int) -> list[int]:
+        """Parties the schedule brings back as members of round r + 1: a fresh engine
+        (a new process: nothing but its own data), whose join request reaches every live
+        party before it builds round r's payload."""
+        back = [p for p, at in self.plan.restarts.items() if at == r + 1]
+        for p in back:
+            self.engines[p] = self._engine(p)
+            for q in sorted(self.alive):
+                if self.engines[q].join_request(p, incarnation=r + 1):
+                    self.engines[q].peers_lost({p}, self.engines[q].round)
+        return back
+
+    def _wrong_losses(self, r: int) -> list[int]:
+        """A false declaration before round r: every live party learns that `lost` is gone
+        (the LOST notice goes to everyone, the victim too), and the victim, told it was
+        declared gone, rejoins as a new incarnation: its join request reaches everyone
+        during round r, where it is still listed as a member, so it is flagged in round
+        r + 1's payloads and is a member again from round r + 2 (as with real peers)."""
+        victims = []
+        for _declarer, lost in self.plan.wrong_losses.get(r, ()):
+            if lost not in self.alive:
+                continue
+            victims.append(lost)
+            for q in sorted(self.alive):
+                self.engines[q].notice({lost}, r)
+        for v in victims:
+            assert self.engines[v].must_rejoin
+            self.alive.discard(v)
+            self.engines[v] = self._engine(v)
+            self._joining[v] = self.engines[v]
+            for q in sorted(self.alive):
+                self.engines[q].join_request(v, incarnation=r + 1)
+        return victims
+
+    def round(self, r: int) -> tuple[RunResult, dict[int, RoundRecord], list[float], float]:
+        for p in self._restarts(r):
+            self._joining[p] = self.engines[p]
+        self._wrong_losses(r)
+        engines = self._all()
+        handovers = {}
+        for e in engines.values():
+            for q in e.begin_round(r):
+                h = e.handover(q)
+                if h is not None and q in self._joining:
+                    handovers[q] = h
+        for q, h in handovers.items():
+            j = self._joining.pop(q)
+            j.accept_handover(h, self.session)
+            j.begin_round(r)
+            self.alive.add(q)
+        engines = self._all()
+        for p, e in list(engines.items()):
+            if e.stop_reason is not None:
+                self._stop(p)
+        engines = self._all()
+        t0 = time.perf_counter()
+        losses, steps = [], {}
+        for p, e in engines.items():
+            st = e.train(r)
+            if p < self.n:
+                losses.append(st.loss)
+                steps[p] = st.steps
+        compute = time.perf_counter() - t0
+        machines: dict[int, Machine] = {p: e.round_machine(r) for p, e in engines.items()}
+        faults: list[Any] = []
+        for p in engines:
+            k = self.plan.crash_at(p, r)
+            if k is not None:
+                faults.append(Crash(p, after_sends=k))
+        cut = None
+        for at in sorted(self.plan.partitions):
+            if at <= r:
+                cut = self.plan.partitions[at]
+        if cut is not None:
+            faults.append(Cut(frozenset(cut)))
+        start_at = {
+            p: self.step_s * steps.get(p, 0) * self.plan.slow_peers.get(p, 1.0) for p in engines
+        }
+
+        def on_lost(p: int, lost: frozenset[int]) -> bool:
+            e = engines[p]
+            e.peers_lost(lost, r)
+            return e.stop_reason is None
+
+        run = self.net.run(
+            machines,
+            faults,
+            session=None,
+            initial_lost={p: e.lost_at_start(r) for p, e in engines.items()},
+            on_lost=on_lost,
+            start_at=start_at,
+            link_factor=dict(self.plan.slow_links),
+            absent=[p for p in range(self.n) if p not in engines],
+        )
+        for p in run.dead:
+            self.alive.discard(p)
+        for p in run.stopped:
+            self._stop(p)
+        records = {
+            p: engines[p].finish_round(r, run.results[p], machines[p])
+            for p in engines
+            if p in run.results
+        }
+        return run, records, losses, compute
+
+    def _stop(self, p: int) -> None:
+        self.alive.discard(p)
+        self.stopped.add(p)
+
+
 def simulate(
     graph: nx.Graph,
     config: Config,
@@ -208,106 +354,86 @@ def simulate(
     progress: bool = True,
     network: MemoryNetwork | None = None,
     data: PeerData | None = None,
+    faults: Sequence[Fault] = (),
+    step_s: float = 1e-3,
 ) -> SimResult:
-    """Simulate `config` on `graph` (peer i = i-th node). `model` overrides config.model
+    """Simulate `config` on `graph` (party i = i-th node). `model` overrides config.model
     (e.g. a factory); `out`: write metrics/plots there (None: write nothing);
     `baseline`: also train the centralized baseline at the same sample budget;
     `network`: the in-memory network (default: 50 us latency, 1 GB/s per link);
-    `data`: pre-loaded `PeerData` (default: `prepare_data(config, N)`)."""
+    `data`: pre-loaded `PeerData` (default: `prepare_data(config, N)`); `faults`: more
+    scheduled faults (added to `config.faults`); `step_s`: virtual seconds per local step."""
     from tqdm.auto import tqdm
 
-    from ringfl.topology import mixing_rows, peers
+    from ringfl.topology import peers
 
     t_start = time.perf_counter()
     n = len(peers(graph))
     if n < 1:
         raise ConfigError("topology has no peers")
-    algo_cfg = config.algorithm
-    secure = algo_cfg.secure and algo_cfg.name in ("ring", "selective")
-    if secure and not secure_available():
-        warnings.warn(
-            "secure aggregation (ringfl.secure) is not available: running the plain ring",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        secure = False
-        config = config.replace(algorithm=dataclasses.replace(algo_cfg, secure=False))
     data = prepare_data(config, n) if data is None else data
-    session = session_id(config.seed)
-    keys = simulation_keys(config.seed, n) if secure else [None] * n
-    public = {p: k.public_bytes for p, k in enumerate(keys)} if secure else None
-    name = algo_cfg.name
-    ring = ring_of(graph) if name in ("ring", "selective") else None
-    rows = mixing_rows(graph) if name == "gossip" else None
-    learners = [
-        make_learner(
-            p,
-            graph,
-            config,
-            data.parts[p],
-            num_classes=data.num_classes,
-            model=model,
-            session=session,
-            keys=keys[p],
-            public_keys=public,
-            ring=ring,
-            mixing_row=None if rows is None else rows[p],
-        )
-        for p in range(n)
-    ]
-    net = network or MemoryNetwork()
-    t_setup = time.perf_counter()
-    setup = {lr.peer: lr.setup_machine() for lr in learners}
-    setup_bytes = 0.0
-    if any(m is not None for m in setup.values()):
-        run = net.run({p: m for p, m in setup.items() if m is not None})
-        setup_bytes = float(np.mean([run.bytes_sent.get(p, 0) for p in range(n)]))
-        for lr in learners:
-            lr.finish_setup(run.results[lr.peer])
-    setup_s = time.perf_counter() - t_setup
+    names = [str(v) for v in peers(graph)]
+    plan = resolve([*config.faults, *faults], names)
+    sim = _Sim(graph, config, data, plan, network or MemoryNetwork(), model, step_s)
+    setup_s, setup_bytes = sim.setup()
     rounds = config.train.rounds
     metrics: list[dict[str, Any]] = []
+    round_rows: list[dict[str, Any]] = []
+    records: list[RoundRecord] = []
     cum_bytes = 0.0
     compute_total = comm_total = 0.0
-    scratch = copy.deepcopy(learners[0].model) if algo_cfg.name == "gossip" else None
-    bar = tqdm(range(rounds), desc=f"{algo_cfg.name} x{n}", unit="round", disable=not progress)
+    scratch = None
+    bar = tqdm(range(rounds), desc=f"{sim.name} x{n}", unit="round", disable=not progress)
     last_eval: dict[str, Any] = {}
+    pending_eval: dict[int, GlobalEval] = {}
+    virtual = 0.0
     for r in bar:
         t0 = time.perf_counter()
-        train_losses = [lr.local_round(r).loss for lr in learners]
-        t1 = time.perf_counter()
-        machines = {lr.peer: lr.machine_for_round(r) for lr in learners}
-        if algo_cfg.name == "server":
-            hub = learners[0].algorithm  # ServerAverage
-            machines[n] = hub.hub_machine(learners[0].flat().shape[0] + 1, session, r)  # type: ignore[attr-defined]
-        run = net.run(machines)
-        clipped = sum(int(getattr(m, "clipped", 0)) for m in machines.values())
-        for lr in learners:
-            lr.finish_round(r, run.results[lr.peer])
+        run, recs, train_losses, compute = sim.round(r)
         t2 = time.perf_counter()
-        compute_total += t1 - t0
-        comm_total += t2 - t1
+        compute_total += compute
+        comm_total += t2 - t0 - compute
+        virtual += run.virtual_time_s
         sent = float(np.mean([run.bytes_sent.get(p, 0) for p in range(n)]))
         cum_bytes += sent
+        rec = _agreed(recs, sim.collective, r, [p for p in run.messages_sent if p < n])
+        if rec is not None:
+            records.append(rec)
+            if rec.evaluation is not None:
+                pending_eval[rec.evaluation.round] = rec.evaluation
+        round_rows.append(
+            {
+                "round": r,
+                "members": [names[p] for p in (rec.members if rec else ())],
+                "contributors": [names[p] for p in (rec.contributors if rec else ())],
+                "dropped": [names[p] for p in (rec.dropped if rec else ())],
+                "admitted": [names[p] for p in (rec.admitted if rec else ())],
+                "stopped": [names[p] for p in sorted(run.stopped)],
+                "virtual_s": run.virtual_time_s,
+            }
+        )
         if (r + 1) % config.eval_every and r + 1 != rounds:
             continue
         row: dict[str, Any] = dict.fromkeys(METRIC_FIELDS)
         row.update(
             round=r + 1,
-            train_loss=float(np.mean(train_losses)),
+            train_loss=float(np.mean(train_losses)) if train_losses else None,
             bytes_sent_per_peer=sent,
             cum_bytes_per_peer=cum_bytes,
-            hub_bytes_sent=run.bytes_sent.get(n) if algo_cfg.name == "server" else None,
-            compute_s=t1 - t0,
-            comm_s=t2 - t1,
+            hub_bytes_sent=run.bytes_sent.get(n) if sim.collective == "star" else None,
+            compute_s=compute,
+            comm_s=t2 - t0 - compute,
             virtual_comm_s=run.virtual_time_s,
-            clipped=clipped if secure else None,
+            clipped=sum(x.clipped or 0 for x in recs.values()) if sim.secure else None,
         )
-        if algo_cfg.name == "gossip":
-            assert scratch is not None
-            flats = [lr.flat() for lr in learners]
-            evs = [lr.evaluate(data.test) for lr in learners]
-            set_flat(scratch, np.mean(np.stack(flats), axis=0, dtype=np.float64).astype(np.float32))
+        live = [sim.engines[p] for p in sorted(sim.alive)]
+        if data.test is not None and sim.collective == "neighbours":
+            flats = [e.workload.get() for e in live]
+            evs = [evaluate(e.workload.model, data.test) for e in live]  # type: ignore[attr-defined]
+            if scratch is None:
+                scratch = copy.deepcopy(live[0].workload.model)  # type: ignore[attr-defined]
+            mean = np.stack(flats).astype(np.float64).mean(axis=0)
+            set_flat(scratch, mean.astype(np.float32))
             row.update(
                 accuracy=float(np.mean([e.accuracy for e in evs])),
                 loss=float(np.mean([e.loss for e in evs])),
@@ -315,39 +441,59 @@ def simulate(
                 mean_model_accuracy=evaluate(scratch, data.test).accuracy,
                 consensus_distance=consensus_distance(flats),
             )
-        else:
-            ev = learners[0].evaluate(data.test)
+        elif data.test is not None and live:
+            ev = evaluate(live[0].workload.model, data.test)  # type: ignore[attr-defined]
             row.update(accuracy=ev.accuracy, loss=ev.loss)
         row["wall_s"] = time.perf_counter() - t_start
         metrics.append(row)
         last_eval = row
-        bar.set_postfix(acc=f"{row['accuracy']:.4f}")
+        if row["accuracy"] is not None:
+            bar.set_postfix(acc=f"{row['accuracy']:.4f}")
     bar.close()
+    # with per-party validation data: the ring's secure sum of evaluation counts
+    closing = {p: m for p, e in sim._all().items() if (m := e.closing_machine(rounds))}
+    if closing:
+        run = sim.net.run(closing)
+        finals = {p: sim._all()[p].finish_closing(rounds, run.results[p]) for p in closing}
+        final = finals[min(finals)]
+        if final is not None:
+            pending_eval[final.round] = final
+        for row in metrics:
+            ge = pending_eval.get(row["round"] - 1)
+            if ge is not None and row["accuracy"] is None:
+                row.update(accuracy=ge.accuracy, loss=ge.loss)
     base = None
-    if baseline:
+    if baseline and data.test is not None:
         budget = sample_budget([len(p) for p in data.parts], config.train)
-        spec = (
-            model
-            if model is not None
-            else (config.model.name if config.model.layers is None else list(config.model.layers))
-        )
+        from ringfl.engine.build import model_spec
+
         base = centralized(
-            data.pooled, data.test, spec, config.train, budget=budget, seed=config.seed
+            data.pooled,
+            data.test,
+            model_spec(config, model),
+            config.train,
+            budget=budget,
+            seed=config.seed,
         )
+    final_acc = last_eval.get("accuracy")
+    final_loss = last_eval.get("loss")
     result = SimResult(
         config=config,
-        algorithm=algo_cfg.name,
-        secure=secure,
+        algorithm=sim.name,
+        secure=sim.secure,
         num_peers=n,
         metrics=metrics,
-        final_accuracy=float(last_eval["accuracy"]),
-        final_loss=float(last_eval["loss"]),
+        final_accuracy=float("nan") if final_acc is None else float(final_acc),
+        final_loss=float("nan") if final_loss is None else float(final_loss),
         bytes_per_peer=cum_bytes,
         compute_s=compute_total,
         comm_s=comm_total,
         wall_s=time.perf_counter() - t_start,
-        learners=learners,
+        engines=sim.engines,
         data=data,
+        rounds=round_rows,
+        records=records,
+        alive=sorted(sim.alive),
         setup_s=setup_s,
         setup_bytes_per_peer=setup_bytes,
         baseline=base,
@@ -357,72 +503,46 @@ def simulate(
     return result
 
 
-def write_outputs(result: SimResult, out: Path) -> list[Path]:
-    """metrics.jsonl, metrics.csv, summary.json, config.json, partition.csv/json and plots."""
-    out.mkdir(parents=True, exist_ok=True)
-    files = [out / n for n in ("metrics.jsonl", "metrics.csv", "summary.json", "config.json")]
-    with open(files[0], "w") as f:
-        for row in result.metrics:
-            f.write(json.dumps(row) + "\n")
-    with open(files[1], "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(METRIC_FIELDS))
-        w.writeheader()
-        for row in result.metrics:
-            w.writerow({k: "" if v is None else v for k, v in row.items()})
-    files[2].write_text(json.dumps(result.summary(), indent=1) + "\n")
-    files[3].write_text(json.dumps(result.config.to_dict(), indent=1) + "\n")
-    result.data.summary.save_csv(out / "partition.csv")
-    result.data.summary.save_json(out / "partition.json")
-    files += [out / "partition.csv", out / "partition.json"]
-    files += plot_metrics(result, out)
-    result.out_dir = out
-    result.files = files
-    return files
-
-
-def plot_metrics(result: SimResult, out: Path) -> list[Path]:
-    """accuracy_vs_round.png and accuracy_vs_bytes.png, with the centralized baseline as a
-    horizontal reference line."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    label = (
-        result.algorithm + (" (secure)" if result.secure else "") + f", {result.num_peers} peers"
+def _agreed(
+    recs: dict[int, RoundRecord], collective: str, r: int, started: Sequence[int] = ()
+) -> RoundRecord | None:
+    """The round's record. Ring modes: every finisher must report the same membership (a
+    disagreement is a bug in the engine or a protocol, never a user error). Gossip: who
+    took part, and the union of the edges each party dropped."""
+    if not recs:
+        return None
+    first = recs[min(recs)]
+    if collective == "ring":
+        seen = {(x.contributors, x.admitted) for x in recs.values()}
+        if len(seen) != 1:
+            raise RuntimeError(f"round {r}: parties disagree on the round's membership: {seen}")
+        return first
+    if collective == "star":
+        return first
+    return dataclasses.replace(
+        first,
+        members=tuple(sorted(started)),
+        contributors=tuple(sorted(recs)),
+        dropped=tuple(sorted(set(started) - set(recs))),
     )
-    rounds = [m["round"] for m in result.metrics]
-    acc = [100 * m["accuracy"] for m in result.metrics]
-    mb = [m["cum_bytes_per_peer"] / 1e6 for m in result.metrics]
-    paths = []
-    for name, xs, xlabel in (
-        ("accuracy_vs_round.png", rounds, "round"),
-        ("accuracy_vs_bytes.png", mb, "MB sent per peer"),
-    ):
-        fig = Figure(figsize=(6, 4), dpi=100)
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-        ax.plot(xs, acc, marker="o", ms=3, label=label)
-        if result.algorithm == "gossip":
-            ax.plot(
-                xs,
-                [100 * m["mean_model_accuracy"] for m in result.metrics],
-                ls="--",
-                label="gossip: mean model",
-            )
-        if result.baseline is not None:
-            ax.axhline(
-                100 * result.baseline.accuracy,
-                color="k",
-                ls=":",
-                label=f"centralized, same sample budget ({100 * result.baseline.accuracy:.2f}%)",
-            )
-        if xlabel == "round":
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("test accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
-        fig.tight_layout()
-        fig.savefig(out / name)
-        paths.append(out / name)
-    return paths
+
+
+def write_outputs(result: SimResult, out: Path) -> list[Path]:
+    """See `ringfl.sim_outputs.write_outputs`."""
+    from ringfl.sim_outputs import write_outputs as write
+
+    return write(result, out)
+
+
+__all__ = [
+    "METRIC_FIELDS",
+    "ROUND_FIELDS",
+    "PeerData",
+    "SimResult",
+    "consensus_distance",
+    "prepare_data",
+    "simulate",
+    "simulation_keys",
+    "summarize_parts",
+    "write_outputs",
+]

@@ -5,7 +5,7 @@ bytes (a 1-D C-contiguous array). Layout of frame 0:
 
     magic    4s   b"RFL\\x00"
     version  u8   `VERSION`; another version is rejected
-    kind     u8   `ringfl.collective.events.Kind`
+    kind     u8   `Kind`
     dtype    u8   index into `DTYPES` (1-based; 0 is invalid)
     pad      u8   must be 0
     session  u64
@@ -20,18 +20,92 @@ bytes (a 1-D C-contiguous array). Layout of frame 0:
 `decode` validates every field against the frame it came with and raises `WireError`
 naming the reason; it never trusts a length field without checking it against the bytes
 that actually arrived, and it never copies the payload (np.frombuffer view, read-only).
+
+The wire owns the message vocabulary: `Kind`, `Header`, `Message`, the payload `DTYPES`,
+and `StepCodec`, the one way a protocol packs several small fields into `Header.step`.
 """
 
 from __future__ import annotations
 
+import enum
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ringfl.collective.events import Header, Kind, Message
 from ringfl.errors import WireError
+
+
+class Kind(enum.IntEnum):
+    """What a message belongs to; drivers route messages by (kind, round)."""
+
+    ALLREDUCE = 1
+    GOSSIP = 2
+    BROADCAST = 3
+    SECURE = 4  # secure-aggregation setup and unmasking
+    CONTROL = 5  # hello, state transfer, liveness (real peers)
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """Fixed fields of every message. Integers are unsigned; `length` counts elements."""
+
+    kind: Kind
+    session: int  # u64: one training run; messages of another session are rejected
+    round: int  # u32
+    step: int  # u32: protocol step, e.g. 0 .. 2(N-1)-1 in a ring all-reduce
+    chunk: int  # u32
+    segment: int  # u32
+    sender: int  # u32 peer id
+    dtype: str  # numpy dtype name, one of ringfl.wire.DTYPES
+    length: int  # elements in the 1-D payload
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A header and its payload. A received payload that is writable belongs to the
+    receiving machine, which may modify it and send it on (drivers hand over buffers
+    nobody else uses); a read-only one must be copied before it is changed."""
+
+    header: Header
+    payload: np.ndarray  # 1-D, C-contiguous, dtype == header.dtype, len == header.length
+
+
+@dataclass(frozen=True)
+class StepCodec:
+    """How a protocol packs named fields into the u32 `Header.step`: `fields` from the
+    most to the least significant, each with its width in bits (32 bits in all at most).
+    `pack` raises `ValueError` for a value that does not fit (a protocol bug); `unpack`
+    never fails (every u32 unpacks; the protocol checks the values)."""
+
+    fields: tuple[tuple[str, int], ...]
+
+    def __post_init__(self) -> None:
+        if sum(bits for _, bits in self.fields) > 32 or any(b < 1 for _, b in self.fields):
+            raise ValueError(f"step codec {self.fields}: widths must be >= 1 and fit 32 bits")
+
+    def pack(self, **values: int) -> int:
+        out = 0
+        for name, bits in self.fields:
+            v = int(values.get(name, 0))
+            if not 0 <= v < 1 << bits:
+                raise ValueError(f"step field {name} = {v} does not fit {bits} bits")
+            out = (out << bits) | v
+        return out
+
+    def unpack(self, step: int) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for name, bits in reversed(self.fields):
+            out[name] = step & ((1 << bits) - 1)
+            step >>= bits
+        return out
+
+    def limit(self, name: str) -> int:
+        """The largest value field `name` can hold."""
+        return (1 << dict(self.fields)[name]) - 1
+
 
 MAGIC = b"RFL\x00"
 VERSION = 1
@@ -61,12 +135,6 @@ def dtype_code(dtype: Any) -> int:
         return _DTYPE_CODE[name]
     except KeyError:
         raise WireError(f"dtype {name!r} cannot be sent; allowed: {', '.join(DTYPES)}") from None
-
-
-def check_dtype(dtype: Any) -> np.dtype:
-    """Return `np.dtype(dtype)` if it is one of `DTYPES`, else raise `WireError`."""
-    dtype_code(dtype)
-    return np.dtype(dtype)
 
 
 def encode_header(h: Header) -> bytes:

@@ -4,7 +4,6 @@ processes, reading their outputs, and a reference computation of a ring run."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import shutil
@@ -188,10 +187,12 @@ def reference_ring_run(
     `nonfinite`: (round, peer) pairs whose delta was not finite (they contribute zero)."""
     import torch
 
-    from ringfl.algorithms.base import get_flat, set_flat
+    from ringfl.algorithms.base import weighted_mean, weighted_payload
     from ringfl.config import load_config
-    from ringfl.learner import make_learner
-    from ringfl.peer.membership import apply_mean, ring_payload, split_result
+    from ringfl.data.parties import PartyData
+    from ringfl.engine.build import neural_workload
+    from ringfl.engine.membership import with_flags
+    from ringfl.engine.round import EVAL_SLOTS
     from ringfl.secure.fixedpoint import FixedPoint
     from ringfl.sim import prepare_data
 
@@ -202,31 +203,32 @@ def reference_ring_run(
         n = ring.n
         data = prepare_data(cfg, n)
         sizes = [len(p) for p in data.parts]
-        # the learners' own algorithm objects are not used here: no keys needed
-        plain = cfg.replace(algorithm=dataclasses.replace(cfg.algorithm, secure=False))
-        learners = [
-            make_learner(p, ring.graph, plain, data.parts[p], num_classes=data.num_classes)
+        workloads = [
+            neural_workload(p, cfg, PartyData(data.parts[p], None, None, data.num_classes))
             for p in range(n)
         ]
-        model = get_flat(learners[0].model)
+        model = workloads[0].get()
         for r in range(cfg.train.rounds):
             members = (members_by_round or {}).get(r, list(range(n)))
             payloads = []
             for p in members:
-                lr = learners[p]
-                set_flat(lr.model, model)
-                lr.trainer.train(r, epochs=cfg.train.epochs, steps=cfg.train.local_steps)
-                delta = get_flat(lr.model) - model
+                w = workloads[p]
+                w.set(model)
+                w.local(r)
+                delta = w.get() - model
+                weight = sizes[p] / sum(sizes)
                 if (r, p) in nonfinite:
-                    delta[::7] = np.nan
-                payloads.append(ring_payload(delta, sizes[p] / sum(sizes), [], n)[0])
+                    delta, weight = np.zeros_like(delta), 0.0
+                body = with_flags(weighted_payload(delta, weight), [], n)
+                payloads.append(np.concatenate([body, np.zeros(EVAL_SLOTS, np.float32)]))
             codec = FixedPoint.for_peers((ring_size_by_round or {}).get(r, len(members)))
             total = np.zeros(payloads[0].shape, dtype=codec.word_dtype)
             for x in payloads:
                 np.add(total, codec.encode(x)[0], out=total)
             result = codec.decode(total, out=np.empty(total.shape, np.float32))
-            wsum, w, _ = split_result(result, model.shape[0], n)
-            model = apply_mean(model, wsum, w)
+            mean = weighted_mean(result[: model.shape[0] + 1])
+            if mean is not None:
+                model = (model + mean).astype(np.float32)
         return model
     finally:
         torch.set_num_threads(threads)

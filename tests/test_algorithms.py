@@ -7,14 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from ringfl.algorithms import StarSum, shared_indices
+from ringfl.algorithms import shared_indices
+from ringfl.collective.star import StarSum
 from ringfl.config import AlgorithmConfig, Config, DataConfig, ModelConfig, TrainConfig
 from ringfl.data import load_digits
+from ringfl.data.parties import PartyData
 from ringfl.errors import ConfigError
-from ringfl.learner import Learner, make_learner, session_id
+from ringfl.engine.build import make_engine, neural_workload, ring_of, session_id
+from ringfl.engine.round import RoundEngine
+from ringfl.engine.workload import AuxWorkload
 from ringfl.partition import dirichlet
 from ringfl.sim import simulation_keys
-from ringfl.topology import make, mixing_matrix
+from ringfl.topology import make, mixing_matrix, mixing_rows
 from ringfl.transport.memory import MemoryNetwork
 
 
@@ -33,6 +37,7 @@ def digits():
 
 
 def learners_for(digits, n, algorithm, *, kind="ring", share=0.3, prox=0.0, steps=3, secure=False):
+    """One round engine per party (and the server baseline's hub as an auxiliary one)."""
     train, _ = digits
     cfg = Config(
         data=DataConfig(dataset="digits"),
@@ -44,36 +49,50 @@ def learners_for(digits, n, algorithm, *, kind="ring", share=0.3, prox=0.0, step
     parts = dirichlet(train.y, n, 0.5, seed=1, min_size=20)
     keys = simulation_keys(0, n)
     public = {p: k.public_bytes for p, k in enumerate(keys)}
+    rows = mixing_rows(g) if algorithm == "gossip" else None
+    order = ring_of(g) if algorithm in ("ring", "selective") else None
     ls = [
-        make_learner(
-            p, g, cfg, train.subset(parts[p]), num_classes=10, keys=keys[p], public_keys=public
+        make_engine(
+            p,
+            n,
+            cfg,
+            neural_workload(p, cfg, PartyData(train.subset(parts[p]), None, None, 10)),
+            order=order,
+            row=None if rows is None else rows[p],
+            keys=keys[p],
+            public_keys=public,
         )
         for p in range(n)
     ]
-    setup = {lr.peer: lr.setup_machine() for lr in ls}
-    if setup[0] is not None:
+    if algorithm == "server":
+        ls.append(make_engine(n, n, cfg, AuxWorkload(ls[0].workload.get()), aux=True))
+    session = session_id(0)
+    setup = {e.peer: m for e in ls if (m := e.setup_machine(session)) is not None}
+    if setup:
         run = MemoryNetwork().run(setup)
-        for lr in ls:
-            lr.finish_setup(run.results[lr.peer])
+        for e in ls:
+            e.finish_setup(run.results[e.peer])
+    for e in ls:
+        e.begin(0, order or range(n), session)
     return g, ls
 
 
-def run_round(learners: list[Learner], r: int, hub: bool = False):
+def run_round(learners: list[RoundEngine], r: int, hub: bool = False):
     """Train, run the collectives, apply; returns (start flats, local flats, run)."""
-    starts = [lr.flat() for lr in learners]
-    for lr in learners:
-        lr.local_round(r)
-    local = [lr.flat() for lr in learners]
-    machines = {lr.peer: lr.machine_for_round(r) for lr in learners}
-    if hub:
-        n = len(learners)
-        machines[n] = learners[0].algorithm.hub_machine(
-            local[0].shape[0] + 1, learners[0].session, r
-        )
+    starts = [e.workload.get() for e in learners if not e.aux]
+    for e in learners:
+        e.begin_round(r)
+        e.train(r)
+    local = [e.workload.get() for e in learners if not e.aux]
+    machines = {e.peer: e.round_machine(r) for e in learners}
     run = MemoryNetwork().run(machines)
-    for lr in learners:
-        lr.finish_round(r, run.results[lr.peer])
+    for e in learners:
+        e.finish_round(r, run.results[e.peer], machines[e.peer])
     return starts, local, run
+
+
+def parties(ls):
+    return [e.workload for e in ls if not e.aux]
 
 
 def weighted_reference(start, local, weights):
@@ -89,19 +108,20 @@ def test_ring_is_weighted_fedavg_and_bit_identical(digits, n):
         starts, local, run = run_round(ls, r)
         assert len({s.tobytes() for s in starts}) == 1  # everyone started from the same model
         expected = weighted_reference(
-            starts[0].astype(np.float64), local, [lr.num_samples for lr in ls]
+            starts[0].astype(np.float64), local, [lr.workload.num_samples for lr in ls]
         )
-        np.testing.assert_allclose(ls[0].flat(), expected, rtol=1e-4, atol=1e-6)
-        assert len({lr.state_hash() for lr in ls}) == 1
-        m = local[0].shape[0] + 1
+        np.testing.assert_allclose(ls[0].workload.flat(), expected, rtol=1e-4, atol=1e-6)
+        assert len({lr.workload.state_hash() for lr in ls}) == 1
+        m = local[0].shape[0] + 1 + n + 3  # + join flags + evaluation slots
         if n > 1:  # ring all-reduce bound: 2(N-1)/N * M elements of 4 bytes per peer
             for p in range(n):
                 assert abs(run.bytes_sent[p] - 2 * (n - 1) / n * m * 4) <= 2 * (n - 1) * 4
-    assert [lr.num_samples for lr in ls] == [len(lr.trainer.data) for lr in ls]
+    assert [lr.workload.num_samples for lr in ls] == [len(lr.workload.trainer.data) for lr in ls]
 
 
 @pytest.mark.parametrize("n", [1, 2])
 def test_secure_ring_needs_three_peers(digits, n):
+    """With two contributors each would learn the other's input: refused, not run."""
     with pytest.raises(ConfigError, match="min_contributors"):
         _, ls = learners_for(digits, n, "ring", secure=True)
         run_round(ls, 0)
@@ -114,12 +134,14 @@ def test_secure_ring_matches_weighted_mean_and_is_bit_identical(digits, n):
     for r in range(2):
         starts, local, run = run_round(ls, r)
         run_round(plain, r)
-        weights = [lr.num_samples for lr in ls]
+        weights = [lr.workload.num_samples for lr in ls]
         expected = weighted_reference(starts[0].astype(np.float64), local, weights)
         # fixed point: ~2^-27 per value; float32 otherwise
-        np.testing.assert_allclose(ls[0].flat(), expected, rtol=1e-4, atol=1e-6)
-        assert len({lr.state_hash() for lr in ls}) == 1
-    np.testing.assert_allclose(ls[0].flat(), plain[0].flat(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(ls[0].workload.flat(), expected, rtol=1e-4, atol=1e-6)
+        assert len({lr.workload.state_hash() for lr in ls}) == 1
+    np.testing.assert_allclose(
+        ls[0].workload.flat(), plain[0].workload.flat(), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_secure_selective_matches_plain(digits):
@@ -128,8 +150,10 @@ def test_secure_selective_matches_plain(digits):
     for r in range(2):
         run_round(plain, r)
         run_round(sec, r)
-    np.testing.assert_allclose(sec[0].flat(), plain[0].flat(), rtol=1e-4, atol=1e-6)
-    assert len({lr.state_hash() for lr in sec}) == 1
+    np.testing.assert_allclose(
+        sec[0].workload.flat(), plain[0].workload.flat(), rtol=1e-4, atol=1e-6
+    )
+    assert len({lr.workload.state_hash() for lr in sec}) == 1
 
 
 def test_weights_are_sample_counts_not_uniform(digits):
@@ -137,10 +161,10 @@ def test_weights_are_sample_counts_not_uniform(digits):
     starts, local, _ = run_round(ls, 0)
     uniform = weighted_reference(starts[0].astype(np.float64), local, [1, 1, 1])
     weighted = weighted_reference(
-        starts[0].astype(np.float64), local, [lr.num_samples for lr in ls]
+        starts[0].astype(np.float64), local, [lr.workload.num_samples for lr in ls]
     )
     assert np.abs(uniform - weighted).max() > 1e-4  # the partition is skewed enough to tell
-    np.testing.assert_allclose(ls[0].flat(), weighted, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(ls[0].workload.flat(), weighted, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind,n", [("ring", 3), ("torus", 9), ("complete", 4), ("ring", 2)])
@@ -150,30 +174,30 @@ def test_gossip_is_w_times_x(digits, kind, n):
     for r in range(2):
         _, local, _ = run_round(ls, r)
         x = np.stack(local).astype(np.float64)
-        got = np.stack([lr.flat() for lr in ls])
+        got = np.stack([lr.workload.flat() for lr in ls])
         np.testing.assert_allclose(got, w @ x, rtol=1e-5, atol=1e-6)
     if not (w > 0).all():  # a sparse W leaves the peers' models different
-        assert len({lr.state_hash() for lr in ls}) == n
+        assert len({lr.workload.state_hash() for lr in ls}) == n
 
 
 def test_selective_shares_only_the_index_set(digits):
     _, ls = learners_for(digits, 3, "selective", share=0.2)
     starts, local, run = run_round(ls, 0)
     m = starts[0].shape[0]
-    idx = shared_indices(ls[0].session, 0, m, 0.2)
+    idx = shared_indices(ls[0].index_session, 0, m, 0.2)
     assert len(idx) == round(0.2 * m) and len(np.unique(idx)) == len(idx)
-    out = ls[0].flat()
+    out = ls[0].workload.flat()
     outside = np.setdiff1d(np.arange(m), idx)
     np.testing.assert_array_equal(out[outside], starts[0][outside])
     expected = weighted_reference(
-        starts[0].astype(np.float64), local, [lr.num_samples for lr in ls]
+        starts[0].astype(np.float64), local, [lr.workload.num_samples for lr in ls]
     )
     np.testing.assert_allclose(out[idx], expected[idx], rtol=1e-4, atol=1e-6)
-    assert len({lr.state_hash() for lr in ls}) == 1
+    assert len({lr.workload.state_hash() for lr in ls}) == 1
     # only |S| + 1 elements go around the ring
-    assert run.bytes_sent[0] <= 2 * (len(idx) + 1) * 4
+    assert run.bytes_sent[0] <= 2 * (len(idx) + 1 + 3 + 3) * 4
     # a new index set every round, same on all peers
-    assert not np.array_equal(idx, shared_indices(ls[0].session, 1, m, 0.2))
+    assert not np.array_equal(idx, shared_indices(ls[0].index_session, 1, m, 0.2))
 
 
 def test_server_star_equals_ring(digits):
@@ -182,8 +206,11 @@ def test_server_star_equals_ring(digits):
     for r in range(2):
         run_round(ring, r)
         _, local, run = run_round(star, r, hub=True)
-        np.testing.assert_allclose(star[0].flat(), ring[0].flat(), rtol=1e-5, atol=1e-6)
-        assert len({lr.state_hash() for lr in star}) == 1
+        np.testing.assert_allclose(
+            star[0].workload.flat(), ring[0].workload.flat(), rtol=1e-5, atol=1e-6
+        )
+        assert len({lr.workload.state_hash() for lr in star if not lr.aux}) == 1
+        assert np.array_equal(star[-1].workload.get(), star[0].workload.flat())  # the hub too
         m = (local[0].shape[0] + 1) * 4
         assert run.bytes_sent[0] == m and run.bytes_sent[3] == 3 * m
 
@@ -202,7 +229,7 @@ def test_star_sum_machine_odd_sizes():
 def test_fedprox_round_runs_and_stays_identical(digits):
     _, ls = learners_for(digits, 3, "ring", prox=0.5)
     run_round(ls, 0)
-    assert len({lr.state_hash() for lr in ls}) == 1
+    assert len({lr.workload.state_hash() for lr in ls}) == 1
 
 
 def test_session_id_is_shared_and_seeded():

@@ -89,7 +89,17 @@ def test_full_toml_and_relative_paths(tmp_path):
         ({"partition": {"alpha": 0}}, r"partition.alpha: must be > 0, got 0"),
         ({"partition": {"fraction": 1.5}}, r"partition.fraction: must be in \(0, 1\]"),
         ({"data": {"dataset": "cifar"}}, r"data.dataset: must be one of mnist, digits, files"),
-        ({"data": {"dataset": "files"}}, r"data.files: dataset 'files' needs one data file"),
+        (
+            {"data": {"dataset": "digits", "val_files": ["v.csv"]}},
+            r"data.val_files: only used with dataset = 'files'",
+        ),
+        ({"faults": [{"kind": "crash"}]}, r"faults\[0\]\.node: a 'crash' fault needs it"),
+        ({"faults": [{"kind": "melt"}]}, r"faults\[0\]\.kind: must be one of crash"),
+        (
+            {"faults": [{"kind": "crash", "node": "1", "round": 1, "wait": 2}]},
+            r"faults\[0\]\.wait: not a field of a 'crash' fault",
+        ),
+        ({"faults": [{"kind": "slow_peer", "node": "1", "factor": 0.5}]}, r"factor: must be"),
         (
             {"data": {"dataset": "files", "files": ["/nonexistent/p0.npz"], "test": "/x"}},
             r"data.files\[0\]: file not found: /nonexistent/p0.npz",

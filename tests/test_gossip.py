@@ -7,7 +7,7 @@ import pytest
 
 from ringfl.collective.events import Header, Kind, Message
 from ringfl.collective.gossip import NeighbourAverage, weights_row
-from ringfl.errors import ConfigError, PeerTimeout, WireError
+from ringfl.errors import PeerTimeout, WireError
 from ringfl.transport.memory import Crash, MemoryNetwork
 
 
@@ -124,11 +124,11 @@ def test_rejections() -> None:
 
 
 def test_integer_buffers_and_bad_weights_are_refused() -> None:
-    with pytest.raises(ConfigError, match="float buffer"):
+    with pytest.raises(ValueError, match="float buffer"):
         NeighbourAverage(0, {0: 1.0}, np.zeros(3, np.int32))
-    with pytest.raises(ConfigError, match="weight"):
+    with pytest.raises(ValueError, match="weight"):
         NeighbourAverage(0, {1: float("nan")}, np.zeros(3))
-    with pytest.raises(ConfigError, match="no row for peer 5"):
+    with pytest.raises(ValueError, match="no row for peer 5"):
         weights_row(np.eye(3), 5)
 
 

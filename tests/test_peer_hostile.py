@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import zmq
 
-from ringfl.learner import session_id
+from ringfl.engine.build import session_id
 from ringfl.peer.curve import fingerprint
 from tests.peer_util import Ring, env, kill_group, reference_ring_run, start, wait, wait_for
 
@@ -50,9 +50,10 @@ def test_unknown_curve_key_is_refused_and_spoofed_sender_dropped() -> None:
         from ringfl.peer.identity import Identity
 
         stolen.write_bytes(Identity.load(ring.keys / "2").curve_secret_z85)
+        gate = ring.dir / "gate"  # the peers hold before round 2 until the forgeries are in
         proc = start(
             "launch",
-            *ring.args("--out", str(ring.out), "--min-round-seconds", "0.3"),
+            *ring.args("--out", str(ring.out), "--hold", f"2:{gate}"),
             log=ring.dir / "launch.log",
         )
         assert wait_for(lambda: ready_session(ring, "0") is not None, 120)
@@ -65,13 +66,20 @@ def test_unknown_curve_key_is_refused_and_spoofed_sender_dropped() -> None:
             )  # fmt: skip
         for c in clients:
             assert c.wait(timeout=60) == 0, c.stdout.read()
+
+        def spoofed() -> list[dict]:
+            return [e for e in ring.events("0") if e["event"] == "dropped"]
+
+        # every forged frame is in once peer 0 logged 200 drops; then the ring goes on
+        assert wait_for(lambda: len(spoofed()) >= 200, 60), len(spoofed())
+        gate.write_text("")
         assert wait(proc, 200) == 0, (ring.dir / "launch.log").read_text()[-3000:]
         ev = ring.events("0")
         refused = [e for e in ev if e["event"] == "refused"]
         assert refused and {e["key"] for e in refused} == {fingerprint(pub)}
-        spoofed = [e for e in ev if e["event"] == "dropped"]
-        assert spoofed and all("but the link is peer 2" in e["reason"] for e in spoofed)
-        assert len(spoofed) == 200  # every forged message of the stolen-key client, no other
+        dropped = [e for e in ev if e["event"] == "dropped"]
+        assert all("but the link is peer 2" in e["reason"] for e in dropped)
+        assert len(dropped) == 200  # every forged message of the stolen-key client, no other
         for name in ring.names:
             kinds = {e["event"] for e in ring.events(name)}
             assert not kinds & {"peer_gone", "lost", "hello", "declared_lost"}, name

@@ -56,7 +56,7 @@ def test_gossip_peers_drop_a_killed_neighbour_and_finish() -> None:
     try:
         proc = start(
             "launch",
-            *ring.args("--out", str(ring.out), "--fault", "2:kill@2:1"),
+            *ring.args("--out", str(ring.out), "--fault", "2:kill@2:0"),  # dies before sending
             log=ring.dir / "launch.log",
         )
         assert wait(proc, 200) == 137

@@ -14,12 +14,22 @@ import pytest
 import zmq
 
 from ringfl import topology, wire
+from ringfl.algorithms import RingAverage, RoundInput, SumResult
 from ringfl.collective.events import Header, Kind, Message
+from ringfl.collective.resilient import ResilientNeighbourAverage, RetryingRingSum, attempt_tag
+from ringfl.engine.failure import AdaptiveDeadline, DeadlinePolicy
+from ringfl.engine.membership import (
+    has_majority,
+    live_weights,
+    next_members,
+    ring_members,
+    split_flags,
+    with_flags,
+)
 from ringfl.errors import ConfigError, TopologyError, WireError
 from ringfl.peer import control
 from ringfl.peer.control import Op, State
 from ringfl.peer.curve import CurveSecurity, fingerprint
-from ringfl.peer.deadline import AdaptiveDeadline, DeadlinePolicy
 from ringfl.peer.identity import (
     MASK_KEY,
     Identity,
@@ -30,17 +40,7 @@ from ringfl.peer.identity import (
     topology_keys,
 )
 from ringfl.peer.launch import is_local_address
-from ringfl.peer.membership import (
-    apply_mean,
-    has_majority,
-    live_weights,
-    next_members,
-    ring_members,
-    ring_payload,
-    split_result,
-)
 from ringfl.peer.node import data_session, resolve_node
-from ringfl.peer.resilient import ResilientNeighbourAverage, RetryingRingSum, attempt_tag
 from ringfl.transport.memory import Crash, MemoryNetwork
 from ringfl.transport.zmq import ZmqPeer
 from tests.peer_util import cli, env, short_dir
@@ -131,24 +131,28 @@ def test_ring_membership_arithmetic() -> None:
 
 def test_payload_and_result() -> None:
     rng = np.random.default_rng(0)
-    d = rng.normal(size=11).astype(np.float32)
-    p, ok = ring_payload(d, 0.25, [1, 3], 4)
-    assert ok and p.dtype == np.float32 and p.shape == (16,)
-    assert np.array_equal(p[:11], d * np.float32(0.25)) and p[11] == 0.25
-    assert list(p[12:]) == [0, 1, 0, 1]
-    bad = d.copy()
-    bad[5] = np.inf
-    q, ok = ring_payload(bad, 0.25, [2], 4)
-    assert not ok and not q[:12].any() and list(q[12:]) == [0, 0, 1, 0]
-    wsum, w, admitted = split_result(p + q, 11, 4)
-    assert w == 0.25 and admitted == frozenset({1, 2, 3})
     start = rng.normal(size=11).astype(np.float32)
-    new = apply_mean(start, wsum, w)
+    d = rng.normal(size=11).astype(np.float32)
+    algo = RingAverage()
+    x = RoundInput(0, start, start + d, 0.25, 7)
+    c = algo.contribution(x)
+    p = with_flags(c, [1, 3], 4)
+    assert p.dtype == np.float32 and p.shape == (16,)
+    np.testing.assert_allclose(p[:11], ((start + d) - start) * np.float32(0.25))
+    assert p[11] == np.float32(0.25) and list(p[12:]) == [0, 1, 0, 1]
+    bad = start + d
+    bad[5] = np.inf
+    q = with_flags(algo.contribution(RoundInput(0, start, bad, 0.25, 7)), [2], 4)
+    assert not q[:12].any() and list(q[12:]) == [0, 0, 1, 0]  # weight 0, flags still count
+    total, admitted = split_flags(p + q, 4)
+    assert total[-1] == np.float32(0.25) and admitted == frozenset({1, 2, 3})
+    new = algo.aggregate(x, SumResult(total, (0, 1)))
     assert new.dtype == np.float32
-    np.testing.assert_allclose(new, start + d, rtol=1e-6)
-    assert np.array_equal(apply_mean(start, wsum, 0.0), start)
+    np.testing.assert_allclose(new, start + d, rtol=1e-5)
+    zero = SumResult(np.zeros(12, np.float32), (0,))
+    assert np.array_equal(algo.aggregate(x, zero), start)  # no weight arrived: unchanged
     with pytest.raises(ValueError):
-        split_result(p, 10, 4)
+        split_flags(p[:3], 4)
 
 
 def test_gossip_weights_drop_the_edge() -> None:

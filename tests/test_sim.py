@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ringfl.config import config_from_dict
-from ringfl.data import load_digits
+from ringfl.data import Dataset, load_digits
 from ringfl.errors import ConfigError
 from ringfl.sim import consensus_distance, simulate
 from ringfl.topology import make, save
@@ -191,3 +191,50 @@ def test_cli_simulate_bad_config_names_field(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "model.layers" in err and "10 classes" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_simulate_global_validation_is_the_sum_over_parties(tmp_path):
+    """Per-party validation files and no public test set: the reported accuracy and loss
+    are those of the whole validation data (learnt only as a secure sum of counts), for
+    the final model and for each evaluated round's model."""
+    from ringfl.local import evaluate
+
+    train, test = load_digits(seed=0)
+    for p in range(3):
+        sl, vl = slice(p * 200, (p + 1) * 200), slice(p * 100, p * 100 + 40 + 30 * p)
+        np.savez(tmp_path / f"p{p}.npz", x=train.x[sl, 0], y=train.y[sl])
+        np.savez(tmp_path / f"v{p}.npz", x=test.x[vl, 0], y=test.y[vl])
+    raw = tiny()
+    raw["algorithm"] = {"name": "ring", "secure": True}
+    raw["data"] = {
+        "dataset": "files",
+        "num_classes": 10,
+        "files": [f"p{p}.npz" for p in range(3)],
+        "val_files": [f"v{p}.npz" for p in range(3)],
+    }
+    cfg = config_from_dict(raw, base_dir=tmp_path)
+    r = simulate(make("ring", 3), cfg, progress=False, baseline=False)
+    assert [m["round"] for m in r.metrics] == [1, 2, 3]
+    assert all(m["accuracy"] is not None for m in r.metrics)
+    model = r.learners[0].model
+    vals = [r.data.parties[p].val for p in range(3)]
+    pooled = evaluate(model, Dataset.concat(vals))
+    assert r.final_accuracy == pytest.approx(pooled.accuracy, abs=1e-6)
+    assert r.final_loss == pytest.approx(pooled.loss, rel=1e-4)
+
+
+def test_parties_that_disagree_on_the_classes_are_told_at_setup(tmp_path):
+    train, test = load_digits(seed=0)
+    for p in range(3):
+        x, y = train.x[p * 200 : (p + 1) * 200, 0], train.y[p * 200 : (p + 1) * 200]
+        if p == 2:  # this party has no sample of class 9: its own labels say 9 classes
+            x, y = x[y < 9], y[y < 9]
+        np.savez(tmp_path / f"p{p}.npz", x=x, y=y)
+    raw = tiny()
+    raw["data"] = {"dataset": "files", "files": [f"p{p}.npz" for p in range(3)]}
+    cfg = config_from_dict(raw, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="different numbers of classes.*data.num_classes"):
+        simulate(make("ring", 3), cfg, progress=False, baseline=False)
+    raw["data"]["num_classes"] = 10
+    r = simulate(make("ring", 3), config_from_dict(raw, base_dir=tmp_path), progress=False)
+    assert r.data.num_classes == 10 and len({w.state_hash() for w in r.learners}) == 1

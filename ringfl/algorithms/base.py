@@ -1,32 +1,32 @@
-"""What every learning algorithm shares: the per-round protocol between a `Learner` and
-its algorithm, and reading/writing a model as one flat float32 vector.
+"""What every learning algorithm shares. An algorithm works on flat float32 vectors only:
+it never sees a model, a transport or a clock.
 
-A round, whoever drives it (the simulator or a real peer over ZeroMQ):
+One round, whoever drives it (the round engine, `ringfl.engine.round`, in the simulator and
+in a real peer alike):
 
-    once, before round 0:               # e.g. the ring's sum of sample counts
-        machine = learner.setup_machine()   # None when the algorithm needs no setup
-        ... run it ...; learner.finish_setup(result)
-    each round r:
-    learner.local_round(r)              # algorithm.begin_round, then local training
-    machine = learner.machine_for_round(r)   # a sans-I/O collective (ringfl.collective)
-    ... a driver runs `machine` with the other peers' machines ...
-    learner.finish_round(r, result)     # the collective's Done.result -> new weights
+    x = RoundInput(round, start, local, weight, index_session)
+    contribution = algorithm.contribution(x)     # what this party puts into the round's sum
+    ... the engine runs the (secure) sum over the round's members ...
+    new = algorithm.aggregate(x, SumResult(total, contributors, failures))
 
-Algorithms never see a transport.
+`failures` are the members whose input is not in the sum (they crashed, were declared
+gone, or were cut off), as in Flower's `aggregate_fit(results, failures)`; `total` is the
+sum of the contributors' contributions (for a gossip step: the mixed vector).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 import numpy as np
 from torch import nn
 
-from ringfl.collective.events import Machine
 from ringfl.flat import flatten, floating_only, unflatten
 
-if TYPE_CHECKING:
-    from ringfl.learner import Learner
+#: How an algorithm's contributions are combined: a sum over the ring's members (secure or
+#: plain), a neighbour-weighted mix (gossip), or a sum computed by a hub (server baseline).
+Collective = Literal["ring", "neighbours", "star"]
 
 
 def get_flat(model: nn.Module) -> np.ndarray:
@@ -45,20 +45,50 @@ def set_flat(model: nn.Module, vec: np.ndarray) -> None:
     unflatten(np.ascontiguousarray(vec, dtype=spec.dtype), spec, into=state)
 
 
+@dataclass(frozen=True)
+class RoundInput:
+    """One party's view of a round. `start`: the state every member began the round with;
+    `local`: this party's state after local work; `weight`: its share n_i / Σn of the
+    training samples (0 for an auxiliary participant; raw n_i for the server baseline,
+    whose hub sees counts anyway); `index_session`: randomness shared by all parties of
+    the run (derived from the config seed, so a simulation and a real run draw alike)."""
+
+    round: int
+    start: np.ndarray
+    local: np.ndarray
+    weight: float
+    index_session: int
+
+
+@dataclass(frozen=True)
+class SumResult:
+    """A completed collective: `total` (the sum of the contributors' contributions, or the
+    mixed vector of a gossip step), `contributors` (ring order) and `failures` (members
+    of the round whose input is missing)."""
+
+    total: np.ndarray
+    contributors: tuple[int, ...]
+    failures: tuple[int, ...] = ()
+
+
 class Algorithm(Protocol):
-    """A learning algorithm's per-round hooks (see module docstring)."""
+    """A learning algorithm on flat vectors (see the module docstring)."""
 
     name: str
+    collective: Collective
 
-    def setup(self, learner: Learner) -> Machine | None: ...
+    def contribution(self, x: RoundInput) -> np.ndarray: ...
 
-    def finish_setup(self, learner: Learner, result: Any) -> None: ...
+    def aggregate(self, x: RoundInput, result: SumResult) -> np.ndarray: ...
 
-    def begin_round(self, learner: Learner, round_index: int) -> None: ...
 
-    def machine(self, learner: Learner, round_index: int) -> Machine: ...
-
-    def apply(self, learner: Learner, round_index: int, result: Any) -> None: ...
+def finite_delta(x: RoundInput) -> tuple[np.ndarray, float]:
+    """(local - start, weight), or (zeros, 0) when the delta is not finite: a party whose
+    training diverged contributes nothing that round (its join flags still count)."""
+    delta = x.local - x.start
+    if not np.all(np.isfinite(delta)):
+        return np.zeros_like(delta), 0.0
+    return delta, x.weight
 
 
 def weighted_payload(delta: np.ndarray, weight: float) -> np.ndarray:
@@ -70,9 +100,10 @@ def weighted_payload(delta: np.ndarray, weight: float) -> np.ndarray:
     return out
 
 
-def weighted_mean(result: np.ndarray) -> np.ndarray:
-    """The weighted mean from a summed `weighted_payload`."""
+def weighted_mean(result: np.ndarray) -> np.ndarray | None:
+    """The weighted mean from a summed `weighted_payload`; None when no weight arrived."""
     total = result[-1]
     if not total > 0:
-        raise ValueError(f"summed weights are {total}, expected > 0")
-    return (result[:-1] / total).astype(np.float32, copy=False)
+        return None
+    mean: np.ndarray = (result[:-1] / total).astype(np.float32, copy=False)
+    return mean

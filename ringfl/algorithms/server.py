@@ -1,161 +1,38 @@
 """The server-based FedAvg baseline (a star: one hub averages, the classic parameter
-server), run through the same harness and the same wire messages as the ring.
-
-`StarSum` is a sans-I/O machine with two roles. Each client sends its buffer to the hub
-(segment by segment, step 0); once every client's segment k is in, the hub adds them in
-increasing client-id order (deterministic) and sends the sum of segment k back to every
-client (step 1). Everyone finishes with the same sum. Each client sends M elements and the
-hub N*M: the hub's link is the bottleneck the ring avoids.
-
-`ServerAverage` is the client-side algorithm: the same weighted-delta payload as the ring
-(`[n_i * delta_i, n_i]`), summed by the hub instead of a ring all-reduce. The hub is peer
-id `hub` (the simulator uses N, one past the last learner); it holds no data.
+server), run through the same engine and wire messages as the ring. The parties' side is
+the ring's weighted-delta payload with raw counts as weights ([n_i * delta_i, n_i]: the hub
+sees every contribution in the clear anyway), summed by the hub (`ringfl.collective.star`)
+instead of a ring all-reduce. The hub is an auxiliary participant of the engine: it holds
+no data, trains nothing and contributes nothing (weight 0), like hivemind's AUX mode.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
-
 import numpy as np
 
-from ringfl.algorithms.base import get_flat, set_flat, weighted_mean, weighted_payload
-from ringfl.collective.base import MachineBase, segment_elements, split, wire_dtype
-from ringfl.collective.events import Action, Kind, Machine, Message
-from ringfl.errors import ConfigError
-
-if TYPE_CHECKING:
-    from ringfl.learner import Learner
-
-
-class StarSum(MachineBase):
-    """Sum of the clients' buffers, computed by `hub`. A client passes `data`; the hub
-    passes `length` and `dtype` (it contributes nothing)."""
-
-    kind = Kind.ALLREDUCE
-
-    def __init__(
-        self,
-        peer: int,
-        hub: int,
-        clients: Sequence[int],
-        data: Any = None,
-        *,
-        length: int | None = None,
-        dtype: Any = np.float32,
-        session: int = 0,
-        round: int = 0,
-        segment_bytes: int = 1 << 20,
-    ) -> None:
-        self.hub = int(hub)
-        self.clients = sorted(int(c) for c in clients)
-        if self.hub in self.clients or len(set(self.clients)) != len(self.clients):
-            raise ConfigError(f"star: hub {hub} and clients {list(clients)} must be distinct")
-        self.is_hub = int(peer) == self.hub
-        if not self.is_hub and int(peer) not in self.clients:
-            raise ConfigError(f"star: peer {peer} is neither the hub nor a client")
-        if self.is_hub:
-            if length is None:
-                raise ConfigError("star: the hub needs `length`")
-            dt = wire_dtype(dtype, "star hub")
-            self.data = None
-        else:
-            self.data = np.ascontiguousarray(np.asarray(data))
-            if self.data.ndim != 1:
-                raise ConfigError(f"star: client {peer} data must be 1-D")
-            dt = wire_dtype(self.data.dtype, f"star client {peer}")
-            length = self.data.shape[0]
-        super().__init__(peer, session=session, round=round, dtype=dt)
-        self.length = int(length)
-        self.segments = split(0, self.length, segment_elements(segment_bytes, dt))
-        self.out = np.zeros(self.length, dtype=dt)
-        # hub: pending[k][client] = segment k from that client; client: segments received
-        self._pending: list[dict[int, np.ndarray]] = [{} for _ in self.segments]
-        self._missing = len(self.segments) * (len(self.clients) if self.is_hub else 1)
-        self._left = {c: len(self.segments) for c in (self.clients if self.is_hub else [hub])}
-
-    def start(self) -> list[Action]:
-        if self.is_hub:
-            if not self.clients:
-                return [self._finish(self.out)]
-            return []
-        assert self.data is not None
-        return [
-            self._send(self.hub, 0, 0, k, self.data[a:b]) for k, (a, b) in enumerate(self.segments)
-        ]
-
-    def receive(self, message: Message) -> list[Action]:
-        name = f"star {'hub' if self.is_hub else 'client'} {self.peer}"
-        expected_step, senders = (0, self.clients) if self.is_hub else (1, [self.hub])
-        h = self._accept_segment(
-            message, name, senders, expected_step, self.segments, self._pending
-        )
-        pending = self._pending[h.segment]
-        a, b = self.segments[h.segment]
-        self._missing -= 1
-        self._left[h.sender] -= 1
-        actions: list[Action] = []
-        if self.is_hub:
-            if len(pending) == len(self.clients):
-                dst = self.out[a:b]
-                for c in self.clients:  # fixed order: bit-for-bit deterministic
-                    np.add(dst, pending[c], out=dst)
-                self._pending[h.segment] = {}
-                actions += [self._send(c, 1, 0, h.segment, dst) for c in self.clients]
-        else:
-            np.copyto(self.out[a:b], message.payload)
-            self._pending[h.segment] = {h.sender: self.out[a:b]}
-        if self._missing == 0:
-            actions.append(self._finish(self.out))
-        return actions
-
-    def expecting(self) -> frozenset[int]:
-        if self._done:
-            return frozenset()
-        return frozenset(c for c, left in self._left.items() if left > 0)
-
-    def _needs(self) -> set[int]:
-        return set(self.clients) if self.is_hub else {self.hub}
+from ringfl.algorithms.base import (
+    Collective,
+    RoundInput,
+    SumResult,
+    finite_delta,
+    weighted_mean,
+    weighted_payload,
+)
 
 
 class ServerAverage:
-    """Client side of server FedAvg: the hub sums [n_i * delta_i, n_i] and sends it back."""
+    """FedAvg through a hub: the hub sums [n_i * delta_i, n_i] and sends it back."""
 
     name = "server"
+    collective: Collective = "star"
 
-    def __init__(self, hub: int, clients: Sequence[int]) -> None:
-        self.hub = int(hub)
-        self.clients = [int(c) for c in clients]
-        self._start: np.ndarray | None = None
+    def contribution(self, x: RoundInput) -> np.ndarray:
+        delta, w = finite_delta(x)
+        return weighted_payload(delta, w)
 
-    def setup(self, learner: Learner) -> None:
-        return None  # the hub sees the counts anyway: weights are the raw n_i
-
-    def finish_setup(self, learner: Learner, result: Any) -> None:
-        pass
-
-    def begin_round(self, learner: Learner, round_index: int) -> None:
-        self._start = get_flat(learner.model)
-
-    def machine(self, learner: Learner, round_index: int) -> Machine:
-        assert self._start is not None, "begin_round first"
-        delta = get_flat(learner.model) - self._start
-        return StarSum(
-            learner.peer,
-            self.hub,
-            self.clients,
-            weighted_payload(delta, float(learner.num_samples)),
-            session=learner.session,
-            round=round_index,
-        )
-
-    def hub_machine(self, length: int, session: int, round_index: int) -> Machine:
-        """The hub's machine for a round; `length` = model size + 1."""
-        return StarSum(
-            self.hub, self.hub, self.clients, length=length, session=session, round=round_index
-        )
-
-    def apply(self, learner: Learner, round_index: int, result: Any) -> None:
-        assert self._start is not None, "begin_round first"
-        set_flat(learner.model, self._start + weighted_mean(np.asarray(result)))
-        self._start = None
+    def aggregate(self, x: RoundInput, result: SumResult) -> np.ndarray:
+        mean = weighted_mean(result.total)
+        if mean is None:
+            return x.start.copy()
+        new: np.ndarray = (x.start + mean).astype(np.float32, copy=False)
+        return new

@@ -32,7 +32,7 @@ import numpy as np
 
 from ringfl.collective.base import MachineBase, as_buffer, segment_elements, split, wire_dtype
 from ringfl.collective.events import Action, Kind, Message
-from ringfl.errors import ConfigError, WireError
+from ringfl.errors import WireError
 
 #: `source(start, stop)` returns this peer's contribution for elements [start, stop).
 Source = Callable[[int, int], np.ndarray]
@@ -42,9 +42,9 @@ def ring_positions(peer: int, ring: Sequence[int]) -> tuple[list[int], int]:
     """Validate a ring (distinct int peer ids containing `peer`); return (ring, position)."""
     ids = [int(p) for p in ring]
     if len(set(ids)) != len(ids):
-        raise ConfigError(f"ring {ids} lists a peer twice")
+        raise ValueError(f"ring {ids} lists a peer twice")
     if int(peer) not in ids:
-        raise ConfigError(f"peer {peer} is not in the ring {ids}")
+        raise ValueError(f"peer {peer} is not in the ring {ids}")
     return ids, ids.index(int(peer))
 
 
@@ -89,15 +89,15 @@ class RingAllReduce(MachineBase):
             length = arr.shape[0] if length is None else length
             dtype = arr.dtype if dtype is None else dtype
             if arr.shape[0] != length or arr.dtype != np.dtype(dtype):
-                raise ConfigError(f"all-reduce of peer {peer}: data disagrees with length/dtype")
+                raise ValueError(f"all-reduce of peer {peer}: data disagrees with length/dtype")
             if source is None:
                 self._data = arr
         elif source is None:
-            raise ConfigError(f"all-reduce of peer {peer}: give data or source")
+            raise ValueError(f"all-reduce of peer {peer}: give data or source")
         if length is None or dtype is None:
-            raise ConfigError(f"all-reduce of peer {peer}: source needs length and dtype")
+            raise ValueError(f"all-reduce of peer {peer}: source needs length and dtype")
         if int(length) < 0:
-            raise ConfigError(f"all-reduce of peer {peer}: negative length {length}")
+            raise ValueError(f"all-reduce of peer {peer}: negative length {length}")
         super().__init__(
             peer,
             session=session,
@@ -128,7 +128,7 @@ class RingAllReduce(MachineBase):
             or not out.flags.c_contiguous
             or not out.flags.writeable
         ):
-            raise ConfigError(
+            raise ValueError(
                 f"all-reduce of peer {peer}: out must be a writable contiguous "
                 f"{self.dtype.name} array of {m} elements"
             )
@@ -158,7 +158,7 @@ class RingAllReduce(MachineBase):
             or part.dtype != self.dtype
             or part.shape != (stop - start,)
         ):
-            raise ConfigError(
+            raise ValueError(
                 f"all-reduce source of peer {self.peer} returned "
                 f"{getattr(part, 'dtype', type(part).__name__)} "
                 f"{getattr(part, 'shape', '')} for [{start}, {stop}), "

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ringfl.collective.events import Action, Done, Header, Kind, Message, Send
-from ringfl.errors import ConfigError, PeerTimeout, WireError
+from ringfl.errors import PeerTimeout, WireError
 from ringfl.wire import DTYPES
 
 
@@ -28,14 +28,14 @@ def split(start: int, stop: int, max_elements: int, min_segments: int = 1) -> li
 def segment_elements(segment_bytes: int, dtype: np.dtype) -> int:
     """Elements per segment for a byte budget (at least one)."""
     if segment_bytes <= 0:
-        raise ConfigError(f"segment_bytes must be positive, got {segment_bytes}")
+        raise ValueError(f"segment_bytes must be positive, got {segment_bytes}")
     return max(1, segment_bytes // dtype.itemsize)
 
 
 def wire_dtype(dtype: Any, what: str) -> np.dtype:
-    dt = np.dtype(dtype)
+    dt: np.dtype = np.dtype(dtype)
     if dt.name not in DTYPES:
-        raise ConfigError(f"{what}: dtype {dt.name} is not one of {', '.join(DTYPES)}")
+        raise ValueError(f"{what}: dtype {dt.name} is not one of {', '.join(DTYPES)}")
     return dt
 
 
@@ -43,7 +43,7 @@ def as_buffer(data: Any, what: str) -> np.ndarray:
     """`data` as a 1-D C-contiguous array (a copy only if it is not one already)."""
     arr = np.asarray(data)
     if arr.ndim != 1:
-        raise ConfigError(f"{what}: data must be 1-D, got shape {arr.shape}")
+        raise ValueError(f"{what}: data must be 1-D, got shape {arr.shape}")
     wire_dtype(arr.dtype, what)
     return np.ascontiguousarray(arr)
 
@@ -66,6 +66,16 @@ class MachineBase:
     @property
     def done(self) -> bool:
         return self._done
+
+    @property
+    def kinds(self) -> tuple[Kind, ...]:
+        """The message kinds this machine takes (drivers route by kind and round)."""
+        return (self.kind,)
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        """Whose inputs the result contains (without recovery: everyone it needs)."""
+        return tuple(sorted({self.peer, *self._needs()}))
 
     def _send(self, to: int, step: int, chunk: int, segment: int, payload: np.ndarray) -> Send:
         self.bytes_sent += payload.nbytes

@@ -18,46 +18,11 @@ Peers are identified by int ids: the index of the node in `ringfl.topology.peers
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import numpy as np
-
-
-class Kind(enum.IntEnum):
-    """What a message belongs to; drivers route messages by (kind, round)."""
-
-    ALLREDUCE = 1
-    GOSSIP = 2
-    BROADCAST = 3
-    SECURE = 4  # secure-aggregation setup and unmasking
-    CONTROL = 5  # hello, state transfer, liveness (real peers)
-
-
-@dataclass(frozen=True, slots=True)
-class Header:
-    """Fixed fields of every message. Integers are unsigned; `length` counts elements."""
-
-    kind: Kind
-    session: int  # u64: one training run; messages of another session are rejected
-    round: int  # u32
-    step: int  # u32: protocol step, e.g. 0 .. 2(N-1)-1 in a ring all-reduce
-    chunk: int  # u32
-    segment: int  # u32
-    sender: int  # u32 peer id
-    dtype: str  # numpy dtype name, one of ringfl.wire.DTYPES
-    length: int  # elements in the 1-D payload
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A header and its payload. A received payload that is writable belongs to the
-    receiving machine, which may modify it and send it on (drivers hand over buffers
-    nobody else uses); a read-only one must be copied before it is changed."""
-
-    header: Header
-    payload: np.ndarray  # 1-D, C-contiguous, dtype == header.dtype, len == header.length
+# The message vocabulary belongs to the wire format; re-exported here for protocol code.
+from ringfl.wire import Header, Kind, Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +45,18 @@ Action = Send | Done
 
 
 class Machine(Protocol):
-    """What a driver needs from a protocol state machine."""
+    """What a driver needs from a protocol state machine: who runs it (`peer`), which
+    messages it takes (`kinds`, `round`), the events and `expecting()`, and, once done,
+    whose inputs its result contains (`members`, ring order)."""
 
     peer: int
+    round: int
+
+    @property
+    def kinds(self) -> tuple[Kind, ...]: ...
+
+    @property
+    def members(self) -> tuple[int, ...]: ...
 
     def start(self) -> list[Action]: ...
 
@@ -94,3 +68,6 @@ class Machine(Protocol):
 
     @property
     def done(self) -> bool: ...
+
+
+__all__ = ["Action", "Done", "Header", "Kind", "Machine", "Message", "Send"]

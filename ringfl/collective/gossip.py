@@ -19,14 +19,13 @@ import numpy as np
 
 from ringfl.collective.base import MachineBase, as_buffer, segment_elements, split
 from ringfl.collective.events import Action, Kind, Message
-from ringfl.errors import ConfigError
 
 
 def weights_row(weights: Any, peer: int) -> dict[int, float]:
     """Row `peer` of a mixing matrix (numpy array, peers indexed 0..n−1) as {j: W_ij > 0}."""
     w = np.asarray(weights, dtype=np.float64)
     if w.ndim != 2 or w.shape[0] != w.shape[1] or not 0 <= peer < w.shape[0]:
-        raise ConfigError(f"mixing matrix of shape {w.shape} has no row for peer {peer}")
+        raise ValueError(f"mixing matrix of shape {w.shape} has no row for peer {peer}")
     return {int(j): float(w[peer, j]) for j in np.flatnonzero(w[peer])}
 
 
@@ -53,7 +52,7 @@ class NeighbourAverage(MachineBase):
     ) -> None:
         x = as_buffer(data, f"gossip of peer {peer}")
         if x.dtype.kind != "f":
-            raise ConfigError(f"gossip of peer {peer}: needs a float buffer, got {x.dtype.name}")
+            raise ValueError(f"gossip of peer {peer}: needs a float buffer, got {x.dtype.name}")
         super().__init__(peer, session=session, round=round, dtype=x.dtype)
         self.x = x
         self.self_weight = 0.0
@@ -61,7 +60,7 @@ class NeighbourAverage(MachineBase):
         for j, w in weights_row.items():
             w = float(w)
             if not np.isfinite(w):
-                raise ConfigError(f"gossip of peer {peer}: weight W[{peer},{j}] = {w}")
+                raise ValueError(f"gossip of peer {peer}: weight W[{peer},{j}] = {w}")
             if int(j) == self.peer:
                 self.self_weight = w
             elif w > 0:

@@ -1,7 +1,8 @@
 """Real peers: `ringfl peer`, `ringfl launch`, `ringfl keys`, `ringfl status`.
 
     ringfl keys generate --out DIR [--topology FILE [-o OUT]] [--force]
-    ringfl peer --topology FILE --config FILE [--node NAME] [--keys DIR] [--out DIR] [--insecure]
+    ringfl peer --topology FILE --config FILE [--node NAME] [--data FILE [--val FILE]]
+                [--keys DIR] [--out DIR] [--insecure]
     ringfl launch --topology FILE --config FILE [--keys DIR] [--out DIR] [--nodes A,B] [--insecure]
     ringfl status DIR [--json]
 
@@ -30,6 +31,16 @@ def _add_run_args(p: argparse.ArgumentParser, *, launch: bool) -> None:
             "$RINGFL_PEER_INDEX, $SLURM_PROCID, $OMPI_COMM_WORLD_RANK, $PMI_RANK)",
         )
         p.add_argument("--bind", metavar="ADDR", help="bind here instead of the topology's address")
+        p.add_argument(
+            "--data",
+            metavar="FILE",
+            help="this party's own training data (.csv, .npz, .npy); no other party's file "
+            "is ever read (default: the node's `data` in the topology, or data.files)",
+        )
+        p.add_argument("--val", metavar="FILE", help="this party's own validation data")
+        # ringfl.launch (Python) writes the user's model factory and data loader, pickled
+        # with cloudpickle, to the stdin of the peer processes it spawns on this machine
+        p.add_argument("--code-stdin", action="store_true", help=argparse.SUPPRESS)
     else:
         p.add_argument("--nodes", metavar="A,B", help="only these nodes (default: all local)")
     p.add_argument(
@@ -87,7 +98,13 @@ def _add_run_args(p: argparse.ArgumentParser, *, launch: bool) -> None:
         action="append",
         default=[],
         metavar=("NODE:" if launch else "") + "SPEC",
-        help="test hook: kill@ROUND:SENDS (SIGKILL itself) or nan@ROUND (non-finite delta)",
+        help="test hook: kill@ROUND:SENDS (SIGKILL itself) or nan@ROUND (non-finite delta); "
+        "a config's [[faults]] schedule does the same for every peer",
+    )
+    p.add_argument(
+        "--hold",
+        metavar="ROUND:FILE",
+        help="test hook: before ROUND, keep serving the network until FILE exists",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="show every event")
 
@@ -123,7 +140,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _options(args: argparse.Namespace):
-    from ringfl.peer.deadline import DeadlinePolicy
+    from ringfl.engine.failure import DeadlinePolicy
     from ringfl.peer.node import PeerOptions
 
     policy = DeadlinePolicy(
@@ -135,6 +152,12 @@ def _options(args: argparse.Namespace):
     )
     if args.min_round_seconds < 0:
         raise ConfigError("--min-round-seconds must be >= 0")
+    hold = None
+    if args.hold:
+        r, sep, path = args.hold.partition(":")
+        if not sep or not r.isdigit() or not path:
+            raise ConfigError(f"--hold {args.hold!r}: expected ROUND:FILE")
+        hold = (int(r), path)
     return PeerOptions(
         topology=args.topology,
         config=args.config,
@@ -151,7 +174,39 @@ def _options(args: argparse.Namespace):
         fresh=args.fresh,
         faults=tuple(args.fault) if not hasattr(args, "nodes") else (),
         verbose=args.verbose,
+        data=getattr(args, "data", None),
+        val=getattr(args, "val", None),
+        hold=hold,
     )
+
+
+def _user_code(opts):
+    """The model factory and data loader `ringfl.launch` sent on stdin (its own child)."""
+    import dataclasses
+
+    import cloudpickle
+
+    from ringfl.config import load_config
+    from ringfl.peer.spawn import party_from_loader
+
+    code = cloudpickle.loads(sys.stdin.buffer.read())
+    party = None
+    if code.get("data") is not None:
+        k = load_config(opts.config).data.num_classes
+        party = party_from_loader(code["data"], str(opts.node), k)
+    return dataclasses.replace(opts, model=code.get("model"), party=party)
+
+
+def process_settings() -> None:
+    """Process-wide settings of a peer process, set here at the entry point only: one torch
+    thread (several peers share a machine's cores), and glibc's allocator tuned for many
+    short-lived message buffers."""
+    import torch
+
+    from ringfl.transport.zmq import tune_malloc
+
+    torch.set_num_threads(1)
+    tune_malloc()
 
 
 def _peer(args: argparse.Namespace) -> int:
@@ -163,6 +218,9 @@ def _peer(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    process_settings()
+    if getattr(args, "code_stdin", False):
+        opts = _user_code(opts)
     try:
         return PeerNode(opts).run()
     except PeerStopped as exc:

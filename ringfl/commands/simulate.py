@@ -2,9 +2,11 @@
 
     ringfl simulate --topology FILE --config FILE [--out DIR] [--no-baseline] [--threads N] [--quiet]
 
-Writes metrics.jsonl, metrics.csv, summary.json, config.json, partition.csv/json and the
-plots accuracy_vs_round.png / accuracy_vs_bytes.png to DIR (default: the config's
-`output`), and prints a results table.
+Writes metrics.jsonl, metrics.csv, rounds.jsonl (who started, contributed to, was dropped
+from, admitted after and stopped in each round), summary.json, config.json,
+partition.csv/json and the plots accuracy_vs_round.png / accuracy_vs_bytes.png to DIR
+(default: the config's `output`), and prints a results table; with a `[[faults]]`
+schedule, or when membership changed, also the membership of every round.
 """
 
 from __future__ import annotations
@@ -68,6 +70,26 @@ def results_rows(result) -> list[list[str]]:
 
 
 RESULT_HEADERS = ("method", "test accuracy", "rounds", "sent per peer", "time")
+ROUND_HEADERS = ("round", "contributors", "dropped", "admitted", "stopped", "virtual time")
+
+
+def membership_rows(result) -> list[list[str]]:
+    """One row per round: who contributed, was dropped, admitted, stopped."""
+
+    def names(xs: list[str]) -> str:
+        return " ".join(xs) if xs else "-"
+
+    return [
+        [
+            str(r["round"]),
+            names(r["contributors"]),
+            names(r["dropped"]),
+            names(r["admitted"]),
+            names(r["stopped"]),
+            f"{r['virtual_s']:.3f} s",
+        ]
+        for r in result.rounds
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,6 +119,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print("partition (samples per class):")
         print(result.data.summary.table())
+    changed = any(r["dropped"] or r["admitted"] or r["stopped"] for r in result.rounds)
+    if config.faults or changed:
+        print("membership per round (rounds.jsonl):")
+        print(format_table(ROUND_HEADERS, membership_rows(result)))
     print(format_table(RESULT_HEADERS, results_rows(result)))
     print(f"wrote {', '.join(p.name for p in result.files)} to {result.out_dir}")
     return 0

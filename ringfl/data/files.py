@@ -152,6 +152,7 @@ def load_data_file(
             raise DataError(f"{list(path)}: a pair of .npy paths (x, y) is needed")
         px, py = Path(path[0]), Path(path[1])
         return _check_arrays(_load_npy(px), _load_npy(py), f"{px}+{py.name}", num_classes)
+    assert isinstance(path, (str, Path))
     p = Path(path)
     suffix = p.suffix.lower()
     if not p.is_file():

@@ -51,7 +51,8 @@ class State(enum.IntEnum):
 
 
 _INT_LENGTHS = {Op.HELLO: 5, Op.ACK: 5, Op.PING: 1, Op.PONG: 1, Op.DONE: 1}
-_STATE_HEAD = struct.Struct("<QIIQ")  # session, next round, number of members, model elements
+# session, next round, number of members, model elements, summed sample count (weights)
+_STATE_HEAD = struct.Struct("<QIIQdd")
 MAX_LOST = 1 << 16
 
 
@@ -70,6 +71,8 @@ class StateTransfer:
     round: int  # the round the receiver takes part in next
     members: tuple[int, ...]  # that round's participants, ring order
     model: np.ndarray  # float32, the model every member starts the round with
+    total: float = 0.0  # the secure setup sum of sample counts (ring modes; 0: none)
+    val_total: float = 0.0  # the same for validation samples
 
 
 def make(op: Op, *, session: int, round: int, sender: int, payload: np.ndarray) -> Message:
@@ -110,7 +113,9 @@ def hello(
 
 def encode_state(t: StateTransfer) -> np.ndarray:
     model = np.ascontiguousarray(t.model, dtype=np.float32)
-    head = _STATE_HEAD.pack(t.session, t.round, len(t.members), model.shape[0])
+    head = _STATE_HEAD.pack(
+        t.session, t.round, len(t.members), model.shape[0], float(t.total), float(t.val_total)
+    )
     members = struct.pack(f"<{len(t.members)}I", *t.members)
     return np.frombuffer(head + members + model.tobytes(), dtype=np.uint8)
 
@@ -202,7 +207,9 @@ def _decode_state(
     raw = p.tobytes()
     if len(raw) < _STATE_HEAD.size:
         raise WireError("control STATE: too short")
-    session, rnd, n, m = _STATE_HEAD.unpack_from(raw)
+    session, rnd, n, m, total, val_total = _STATE_HEAD.unpack_from(raw)
+    if not (np.isfinite(total) and total >= 0 and np.isfinite(val_total) and val_total >= 0):
+        raise WireError(f"control STATE: sample total {total}")
     if rnd != round:
         raise WireError(f"control STATE: round {rnd} in the payload, {round} in the header")
     if not 1 <= n <= n_peers:
@@ -218,7 +225,9 @@ def _decode_state(
     model = np.frombuffer(raw, dtype=np.float32, count=m, offset=at).copy()
     if not np.all(np.isfinite(model)):
         raise WireError("control STATE: model has non-finite values")
-    return StateTransfer(int(session), int(rnd), tuple(int(x) for x in members), model)
+    return StateTransfer(
+        int(session), int(rnd), tuple(int(x) for x in members), model, total, val_total
+    )
 
 
 __all__ = [

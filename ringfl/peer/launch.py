@@ -23,6 +23,7 @@ import time
 from collections.abc import Hashable, Sequence
 from urllib.parse import urlsplit
 
+from ringfl.data.parties import PartyData
 from ringfl.errors import ConfigError
 from ringfl.peer.node import PeerNode, PeerOptions, PeerStopped
 
@@ -70,6 +71,8 @@ def local_nodes(graph, only: Sequence[str] | None = None) -> list[Hashable]:
 
 
 def _child(opts: PeerOptions, write_fd: int) -> int:
+    from ringfl.commands.peer import process_settings
+
     os.dup2(write_fd, 1)
     os.dup2(write_fd, 2)
     os.close(write_fd)
@@ -82,6 +85,7 @@ def _child(opts: PeerOptions, write_fd: int) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     opts = dataclasses.replace(opts, console=sys.stderr)
+    process_settings()
     try:
         return PeerNode(opts).run()
     except PeerStopped as exc:
@@ -101,34 +105,50 @@ def launch(
     *,
     faults: dict[str, tuple[str, ...]] | None = None,
     grace_s: float = 5.0,
+    parties: dict[str, PartyData] | None = None,
 ) -> int:
     """Fork one peer per node (options `base` with `node`, `out` and `faults` set per
     node), stream their output to stdout until all exit, and return the highest exit
-    status."""
+    status. A node that the config's fault schedule crashes and restarts is started again
+    (a new process, same directory) when its crash has killed it. `parties`: each node's
+    own data, loaded already (built-in datasets, the Python API); else every child loads
+    its own."""
     import torch  # noqa: F401  (imported once, before forking)
 
-    import ringfl.sim  # noqa: F401
+    import ringfl.engine.build  # noqa: F401
+    from ringfl import topology
+    from ringfl.config import load_config
 
     with contextlib.suppress(ImportError):
         import sklearn.datasets  # noqa: F401
 
-    if base.data is None:  # load and partition the data once; children share it
-        from ringfl import topology
-        from ringfl.config import load_config
-        from ringfl.sim import prepare_data
+    config = load_config(base.config)
+    graph = topology.load(base.topology)
+    names = [str(v) for v in topology.peers(graph)]
+    if parties is None and config.data.dataset != "files" and base.party is None:
+        # a built-in dataset split among simulated parties: split once, give each its part
+        from ringfl.data.parties import PartyData, builtin_split
 
-        n = len(topology.peers(topology.load(base.topology)))
-        base = dataclasses.replace(base, data=prepare_data(load_config(base.config), n))
+        parts, test, _ = builtin_split(config, len(names))
+        parties = {
+            name: PartyData(parts[i], None, test, test.num_classes) for i, name in enumerate(names)
+        }
+    from ringfl.engine.faults import resolve
+
+    plan = resolve(config.faults, names, source=base.config)
+    restart = {names[p] for p in plan.restarts}
     children: dict[int, tuple[str, int]] = {}
     sel = selectors.DefaultSelector()
     t0 = time.time()
-    for node in nodes:
+
+    def fork(node: Hashable) -> int:
         r, w = os.pipe()
         opts = dataclasses.replace(
             base,
             node=str(node),
             out=_out_dir(base, node),
             faults=(faults or {}).get(str(node), ()),
+            party=(parties or {}).get(str(node), base.party),
         )
         sys.stdout.flush()
         sys.stderr.flush()
@@ -144,6 +164,11 @@ def launch(
         os.close(w)
         children[pid] = (str(node), r)
         sel.register(r, selectors.EVENT_READ, (str(node), bytearray()))
+        return pid
+
+    by_name = {str(n): n for n in nodes}
+    for node in nodes:
+        fork(node)
     print(
         f"ringfl launch: started {len(children)} peer(s) in {time.time() - t0:.2f} s: "
         + ", ".join(f"{n} (pid {p})" for p, (n, _) in children.items()),
@@ -183,7 +208,7 @@ def launch(
                 buf[:] = rest
                 for line in lines:
                     _emit(line)
-            for pid in children:
+            for pid in list(children):
                 if pid in status:
                     continue
                 done, code = os.waitpid(pid, os.WNOHANG)
@@ -191,6 +216,10 @@ def launch(
                     status[pid] = _exit_code(code)
                     name = children[pid][0]
                     print(f"ringfl launch: {name} exited with status {status[pid]}", flush=True)
+                    if status[pid] == 137 and name in restart and stopping_since is None:
+                        restart.discard(name)  # the schedule's restart: once
+                        fork(by_name[name])
+                        print(f"ringfl launch: restarted {name} (fault schedule)", flush=True)
             if stopping_since is not None and time.monotonic() - stopping_since > grace_s:
                 for pid in children:
                     if pid not in status:

@@ -10,13 +10,14 @@ other messages go to the running machine when their (kind, round) match it, are 
 they are for a round inside `round_window`, and are dropped otherwise (past rounds,
 rounds too far ahead: a logged reason each).
 
-Waiting (`run_machine`). The silence is the time since the machine last accepted a
-message. When it reaches the deadline (`AdaptiveDeadline`) minus the probe window (half
-the deadline), each peer the machine still waits for (`expecting()`) is sent a PING; a
-peer that answers (any message counts) is alive — it is itself waiting upstream — and is
-left alone for a while; a peer that has not answered when the window closes, i.e. when
-the silence reaches the deadline, is declared gone: the machine gets
-`peers_lost`, and the node's `on_lost(peers, round)` broadcasts the news. In a ring only
+Waiting (`run_machine`). The failure detector (`ringfl.engine.failure.FailureDetector`,
+fed with this process's monotonic clock) decides: when the silence — the time since the
+machine last accepted a message — reaches the deadline minus the probe window, each peer
+the machine still waits for (`expecting()`) is sent a PING; a peer that answers (any
+message counts) is alive — it is itself waiting upstream — and is left alone for a while;
+a peer that has not answered when the window closes is declared gone: the node's
+`on_lost(peers, round)` hears it first (it may stop this peer), then the machine gets
+`peers_lost`. In a ring only
 the dead peer's successor waits on it directly, so only it declares; the others learn
 from its notice (`lose()`), or from the collective's own recovery messages. A run whose
 silence exceeds `hard_limit_s` although everyone answers probes (a protocol stall)
@@ -40,10 +41,10 @@ import numpy as np
 import zmq
 
 from ringfl import wire
-from ringfl.collective.events import Kind, Machine, Message
+from ringfl.collective.events import Kind, Machine, Message, Send
+from ringfl.engine.failure import AdaptiveDeadline, FailureDetector
 from ringfl.errors import PeerTimeout, WireError
 from ringfl.peer import control
-from ringfl.peer.deadline import AdaptiveDeadline
 from ringfl.transport.zmq import ZmqPeer, _Run
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,9 @@ class PeerLink(ZmqPeer):
     - `on_stale(message)`: a data message for a round this peer already finished (the
       sender is behind; the node may hand it the result);
     - `authenticate(frame) -> peer id | None`: the CURVE User-Id of a frame, or None when
-      links are not authenticated.
+      links are not authenticated;
+    - `interrupt() -> exception | None`: checked while waiting; a decision the node queued
+      in a callback (stop, rejoin) is raised here, in the driver's loop, not through it.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class PeerLink(ZmqPeer):
         self.on_lost: Callable[[frozenset[int], int], None] = _nothing
         self.on_drop: Callable[[str, int | None], None] = _nothing
         self.on_stale: Callable[[Message], None] = _nothing
+        self.interrupt: Callable[[], BaseException | None] = _nothing
         self.round_window: tuple[int, int] = (0, 1 << 32)
         self.control_session = 0
         self.data_session: int | None = None  # None: not known yet (a joiner); hold all
@@ -199,6 +203,9 @@ class PeerLink(ZmqPeer):
         returning early once `until()` is true."""
         end = time.monotonic() + max(0.0, seconds)
         while True:
+            exc = self.interrupt()
+            if exc is not None:
+                raise exc
             if until is not None and until():
                 return
             left = end - time.monotonic()
@@ -217,6 +224,12 @@ class PeerLink(ZmqPeer):
             if msg is not None:
                 self._route_idle(msg)
 
+    def forget_completed(self, kinds: Collection[Kind]) -> None:
+        """Forget that rounds of `kinds` were completed (after the one-off setup sum, whose
+        round number is above every training round)."""
+        for k in kinds:
+            self._completed.pop(int(k), None)
+
     def purge_held(self, before_round: int) -> None:
         """Forget held messages of rounds before `before_round` or of another session."""
         s = self.data_session
@@ -234,27 +247,33 @@ class PeerLink(ZmqPeer):
         machine: Machine,
         *,
         round: int,
-        kinds: Collection[Kind] | None = None,
         lost: Collection[int] = (),
+        crash_after: int | None = None,
     ) -> Any:
         """Drive `machine` to `Done` and return its result. `lost`: peers already known to
         be gone, reported to the machine right after it starts. Raises `PeerTimeout` when
         the awaited peers answer probes but the run makes no progress for `hard_limit_s`,
-        or what the machine raises (e.g. `SecureAggregationError`)."""
-        if kinds is None:
-            kinds = getattr(machine, "kinds", None) or (machine.kind,)  # type: ignore[attr-defined]
+        what the machine raises (e.g. `SecureAggregationError`), or what `interrupt`
+        returns. `crash_after`: a scheduled crash — this process dies right after it sent
+        that many messages of the run (`ringfl.testing.crash_after_flush`)."""
         self.purge_held(round)
-        run = NodeRun(self, machine, frozenset(Kind(k) for k in kinds), int(round), lost)
+        run = NodeRun(self, machine, frozenset(Kind(k) for k in machine.kinds), int(round), lost)
+        run.crash_after = crash_after
+        if crash_after is not None and crash_after <= 0:
+            from ringfl.testing.faults import crash_after_flush
+
+            crash_after_flush(run)
         self.current = run
         try:
             return run.go()
         finally:
             self.current = None
-            self.deadline.observe(run.max_silence)
+            run.detector.close(time.monotonic())
 
 
 class NodeRun(_Run):
-    """One `PeerLink.run_machine`: the poll loop with probes (see the module docstring)."""
+    """One `PeerLink.run_machine`: the poll loop, with the failure detector deciding
+    probes and declarations (see the module docstring)."""
 
     def __init__(
         self,
@@ -268,9 +287,21 @@ class NodeRun(_Run):
         self.link = link
         self.lost: set[int] = set()
         self._initial_lost = frozenset(int(p) for p in lost)
-        self.max_silence = 0.0
-        self.probes: dict[int, tuple[float, float]] = {}  # peer -> (sent at, answer by)
-        self.cleared: dict[int, float] = {}  # peer -> answered a probe at
+        self.detector = FailureDetector(
+            link.deadline, started=time.monotonic(), hard_limit_s=link.hard_limit_s
+        )
+        self.detector.last_heard = link.last_heard  # every message counts as an answer
+        self._wake = 0.0
+        self.crash_after: int | None = None
+        self._sends = 0
+
+    def send(self, a: Send) -> None:
+        super().send(a)
+        self._sends += 1
+        if self.crash_after is not None and self._sends >= self.crash_after:
+            from ringfl.testing.faults import crash_after_flush
+
+            crash_after_flush(self)
 
     # -- loss ------------------------------------------------------------------------------
 
@@ -280,12 +311,16 @@ class NodeRun(_Run):
         if not new:
             return
         self.lost |= new
+        self.detector.mark_lost(new)
         for p in new:
             self.outbox.pop(p, None)
             if p in self.polled_out:
                 self._watch(p, False)
         if declared:
             self.link.on_lost(new, self.round)
+            exc = self.link.interrupt()
+            if exc is not None:  # the node must stop (a minority): no recovery attempt
+                raise exc
         if not self.finished:
             self.act(self.machine.peers_lost(new))
 
@@ -297,7 +332,7 @@ class NodeRun(_Run):
         except WireError as exc:
             self.link._drop(f"round {self.round}: {exc}", msg.header.sender)
             return
-        self.progress = time.monotonic()
+        self.detector.progress(time.monotonic())
         self.act(actions)
 
     def drain(self) -> None:
@@ -325,8 +360,6 @@ class NodeRun(_Run):
     def go(self) -> Any:
         link = self.link
         m = self.machine
-        now = time.monotonic()
-        self.started = self.progress = now
         self.act(m.start())
         if self._initial_lost:
             self.lose(self._initial_lost)
@@ -335,6 +368,9 @@ class NodeRun(_Run):
                 self.deliver(msg)
         flush_until = None
         while not self.finished or any(self.outbox.values()):
+            exc = link.interrupt()
+            if exc is not None:
+                raise exc
             now = time.monotonic()
             if self.finished:
                 # only unsent messages left: bounded by the deadline
@@ -349,14 +385,13 @@ class NodeRun(_Run):
                 self._check_silence(now)
                 if self.finished:
                     continue
-            events = self.poller.poll(self._wait_ms(now))
+            events = self.poller.poll(max(1, min(int((self._wake - now) * 1000) + 1, 100)))
             for sock, _ in events:
                 if sock is link.pull:
                     self.drain()
             for to in list(self.polled_out):
                 if self.outbox.get(to):
                     self.flush(to)
-        self.max_silence = max(self.max_silence, time.monotonic() - self.progress)
         self._release(time.monotonic() + link.deadline.seconds())
         for k in self.kinds:
             link._completed[int(k)] = max(link._completed.get(int(k), -1), self.round)
@@ -368,48 +403,19 @@ class NodeRun(_Run):
         self.trackers = [(p, t) for p, t in self.trackers if p not in self.lost]
         super()._release(deadline)
 
-    def _wait_ms(self, now: float) -> int:
-        d = self.link.deadline
-        times = [self.progress + d.seconds() - d.probe_s()]
-        times += [by for _, by in self.probes.values()]
-        nxt = min(times)
-        return max(1, min(int((nxt - now) * 1000) + 1, 100))
-
     def _check_silence(self, now: float) -> None:
-        link = self.link
-        silence = now - self.progress
-        self.max_silence = max(self.max_silence, min(silence, link.deadline.seconds()))
-        # answered probes: alive, so wait another deadline before asking again
-        for p, (sent, _) in list(self.probes.items()):
-            if link.last_heard.get(p, -1.0) >= sent:
-                del self.probes[p]
-                self.cleared[p] = now
-        expired = [p for p, (_, by) in self.probes.items() if now >= by]
-        if expired:
-            for p in expired:
-                del self.probes[p]
-            self.lose(expired, declared=True)
-            return
-        if silence > link.hard_limit_s:
-            waiting = set(self.machine.expecting()) - self.lost
-            if not waiting:
-                raise PeerTimeout(
-                    f"peer {link.peer}: round {self.round} made no progress for "
-                    f"{silence:.1f} s and waits for no one",
-                )
-            self.lose(waiting, declared=True)
-            self.progress = now
-            return
-        # probe so that an unanswered probe expires when the silence reaches the deadline
-        window = link.deadline.probe_s()
-        ask_at = link.deadline.seconds() - window
-        if silence <= ask_at:
-            return
-        for p in sorted(set(self.machine.expecting()) - self.lost):
-            if p in self.probes or now - self.cleared.get(p, -1e9) < ask_at:
-                continue
-            link.ping(p, self.round)
-            self.probes[p] = (now, now + window)
+        expecting = set(self.machine.expecting()) - self.lost
+        v = self.detector.poll(now, expecting)
+        self._wake = v.wake_at
+        if v.stalled and not v.declare:
+            raise PeerTimeout(
+                f"peer {self.link.peer}: round {self.round} made no progress for "
+                f"{now - self.detector.started:.1f} s and waits for no one",
+            )
+        for p in v.probe:
+            self.link.ping(p, self.round)
+        if v.declare:
+            self.lose(v.declare, declared=True)
 
 
 __all__ = ["NodeRun", "PeerLink"]

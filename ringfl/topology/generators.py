@@ -122,7 +122,7 @@ def torus_graph(n: int, rows: int | None = None) -> nx.Graph:
 
 def exponential_graph(n: int) -> nx.Graph:
     """Peer i joined to i +- 2^k (mod n) for every 2^k < n (the exponential-2 graph)."""
-    edges = []
+    edges: list[tuple[int, int]] = []
     step = 1
     while step < n:
         edges.extend((i, (i + step) % n) for i in range(n))

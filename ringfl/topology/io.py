@@ -206,12 +206,12 @@ def read_graphml(data: bytes, source: str = "graph") -> nx.Graph:
     # GraphML key defaults apply to every node/edge that lacks the attribute.
     node_default = g.graph.pop("node_default", None) or {}
     edge_default = g.graph.pop("edge_default", None) or {}
-    for _, data in g.nodes(data=True):
+    for _, attrs in g.nodes(data=True):
         for key, val in node_default.items():
-            data.setdefault(key, val)
-    for *_, data in g.edges(data=True):
+            attrs.setdefault(key, val)
+    for *_, attrs in g.edges(data=True):
         for key, val in edge_default.items():
-            data.setdefault(key, val)
+            attrs.setdefault(key, val)
     g = _relabel_int_ids(g)
     _decode_ring(g, source)
     return g

@@ -220,6 +220,7 @@ def spectral_gap(w: np.ndarray) -> float:
         raise ValueError("spectral_gap needs a non-empty matrix")
     if n == 1:
         return 1.0
+    ev: np.ndarray
     if np.allclose(a, a.T, rtol=0.0, atol=1e-12):
         ev = np.linalg.eigvalsh((a + a.T) / 2.0)
     else:
@@ -232,13 +233,11 @@ _DENSE_MAX_N = 500
 
 
 def _sparse_gap(rows: Rows) -> float | None:
-    """1 - |lambda_2| of a symmetric sparse W by Lanczos (scipy), or None when scipy is
-    missing or does not converge."""
-    try:
-        import scipy.sparse
-        import scipy.sparse.linalg
-    except ImportError:
-        return None
+    """1 - |lambda_2| of a symmetric sparse W by Lanczos (scipy), or None when it does not
+    converge."""
+    import scipy.sparse
+    import scipy.sparse.linalg
+
     n = len(rows)
     ij = [(i, j, x) for i, row in enumerate(rows) for j, x in row.items()]
     w = scipy.sparse.csr_matrix(

@@ -12,20 +12,29 @@ and arrive `latency_s` after their last byte left. Hence links are FIFO. Computa
 no virtual time.
 
 Faults: `Crash(peer, after_sends=k)` — the peer's k-th send still goes out, then it is dead:
-its later sends and every message to it vanish (k = 0: dead from the start).
-`Suspect(peer, after_sends=k)` — a wrong loss declaration: right after the peer's k-th send
-every other live machine is told at once (not at a quiet moment) that it was lost, and the
-network cuts it off as if it had crashed; its machine keeps what it had received (what a
-live, excluded peer knows). `Inject(...)` delivers raw frames, as if from the network, at a
-virtual time.
+its later sends and every message to it vanish (k = 0: dead from the start). `Cut(side)` —
+messages between `side` and the other peers vanish (a partition); to each side the other
+is unreachable. `Suspect(peer, after_sends=k)` — a wrong loss declaration: right after the
+peer's k-th send every other live machine is told at once (not when a deadline passes)
+that it was lost, and the network cuts it off as if it had crashed; its machine keeps what
+it had received (what a live, excluded peer knows). `Inject(...)` delivers raw frames, as if from the network, at a virtual
+time. `start_at` delays a machine's start (its local training on virtual time);
+`link_factor` slows the link between two peers (latency and transfer time).
 
-Deadlines: when no event is pending and some live machine is unfinished, the clock
-advances by `deadline_s` and every live unfinished machine gets
-`peers_lost(crashed peers not yet reported to it)` — a perfect failure detector after the
-deadline (real drivers can only suspect). A machine's `PeerTimeout` (the default reaction)
-propagates out of `run`. If no crashed peer explains the stall, `run` raises `PeerTimeout`
-naming the peers the stalled machines are waiting for; so it does when a machine, told of
-every crash, still neither finishes nor sends.
+Failure detection: every live machine has the failure detector real peers use
+(`ringfl.engine.failure.FailureDetector`), fed with virtual time, with a fixed deadline of
+`deadline_s` (probe window half of it). A silent peer a machine waits for is probed; a
+live, reachable peer answers at once (a slow one too), a crashed or cut-off one never, and
+is declared gone when the deadline passes. As a real peer's LOST notice does, the news
+then reaches, at that same virtual moment, every live machine that cannot reach the lost
+peer either, so all survivors learn of a loss consistently. With `on_lost(peer, lost) ->
+bool` the driver hears of it first and may stop that peer (False: it leaves the run, as a
+real peer that finds itself in a minority stops); otherwise the machine gets
+`peers_lost`. `initial_lost` reports known losses right after the start. A machine's
+`PeerTimeout` (the default reaction) propagates out of `run`. A stall that no loss
+explains (the awaited peers answer probes but nothing moves for the detector's hard limit,
+65 deadlines, or a machine told of every crash still neither finishes nor sends) raises
+`PeerTimeout` naming the peers the stalled machines wait for.
 
 A message that a machine rejects (`WireError` from `decode` or `receive`) is dropped and its
 reason recorded in `RunResult.rejected`, as a real peer would log it.
@@ -40,7 +49,8 @@ from typing import Any
 
 from ringfl import wire
 from ringfl.collective.events import Done, Machine, Send
-from ringfl.errors import ConfigError, PeerTimeout, WireError
+from ringfl.engine.failure import AdaptiveDeadline, DeadlinePolicy, FailureDetector
+from ringfl.errors import PeerTimeout, WireError
 
 #: capture callback: (sender, to, frames as bytes)
 Capture = Callable[[int, int, list[bytes]], None]
@@ -52,6 +62,13 @@ class Crash:
 
     peer: int
     after_sends: int = 0
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Messages between the peers of `side` and all others vanish (a network partition)."""
+
+    side: frozenset[int]
 
 
 @dataclass(frozen=True)
@@ -82,6 +99,8 @@ class RunResult:
     virtual_time_s: float
     wire_bytes_sent: dict[int, int] = field(default_factory=dict)  # header + payload
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (receiver, reason)
+    stopped: frozenset[int] = frozenset()  # peers the driver stopped (`on_lost` said so)
+    finished_at: dict[int, float] = field(default_factory=dict)  # virtual time of Done
 
 
 class MemoryNetwork:
@@ -97,7 +116,7 @@ class MemoryNetwork:
         max_elements: int = 1 << 28,
     ) -> None:
         if latency_s < 0 or bandwidth_Bps <= 0 or deadline_s <= 0:
-            raise ConfigError("MemoryNetwork: latency ≥ 0, bandwidth > 0 and deadline > 0")
+            raise ValueError("MemoryNetwork: latency ≥ 0, bandwidth > 0 and deadline > 0")
         self.latency_s = latency_s
         self.bandwidth_Bps = bandwidth_Bps
         self.deadline_s = deadline_s
@@ -106,17 +125,30 @@ class MemoryNetwork:
     def run(
         self,
         machines: Mapping[int, Machine],
-        faults: Iterable[Crash | Suspect | Inject] = (),
+        faults: Iterable[Crash | Cut | Suspect | Inject] = (),
         *,
         capture: Capture | list | None = None,
         session: int | None = None,
+        initial_lost: Mapping[int, frozenset[int]] | None = None,
+        on_lost: Callable[[int, frozenset[int]], bool] | None = None,
+        start_at: Mapping[int, float] | None = None,
+        link_factor: Mapping[tuple[int, int], float] | None = None,
+        absent: Iterable[int] = (),
     ) -> RunResult:
         """Run every machine to completion (or death) and collect the results.
 
         `capture` gets (sender, to, frames) for every message put on the wire; a list is
-        appended to. `session`, if given, is checked by `wire.decode`.
+        appended to. `session`, if given, is checked by `wire.decode`. `initial_lost`,
+        `on_lost`, `start_at`, `link_factor`: see the module docstring. `absent`: peers
+        that exist but run nothing now (crashed earlier, rejoining): messages to them vanish.
         """
-        return _Run(self, dict(machines), list(faults), capture, session).go()
+        run = _Run(self, dict(machines), list(faults), capture, session)
+        run.initial_lost = dict(initial_lost or {})
+        run.on_lost = on_lost
+        run.start_at = dict(start_at or {})
+        run.absent = frozenset(absent)
+        run.link_factor = {(min(a, b), max(a, b)): f for (a, b), f in (link_factor or {}).items()}
+        return run.go()
 
 
 class _Run:
@@ -124,7 +156,7 @@ class _Run:
         self,
         net: MemoryNetwork,
         machines: dict[int, Machine],
-        faults: list[Crash | Suspect | Inject],
+        faults: list[Crash | Cut | Suspect | Inject],
         capture: Capture | list | None,
         session: int | None,
     ) -> None:
@@ -138,22 +170,32 @@ class _Run:
         self.crash_after: dict[int, int] = {}
         self.suspected: set[int] = set()  # crash_after entries that are declarations
         self.declare: list[int] = []  # declared, not yet told to the others
+        self.cut: frozenset[int] | None = None
+        self.initial_lost: dict[int, frozenset[int]] = {}
+        self.on_lost: Callable[[int, frozenset[int]], bool] | None = None
+        self.start_at: dict[int, float] = {}
+        self.link_factor: dict[tuple[int, int], float] = {}
+        self.stopped: set[int] = set()
+        self.absent: frozenset[int] = frozenset()
+        self.finished_at: dict[int, float] = {}
         self.queue: list[tuple[float, int, int, int, list]] = []
         self.seq = 0
         self.now = 0.0
         for f in faults:
             if f.__class__ is Crash or f.__class__ is Suspect:
                 if f.peer not in machines:
-                    raise ConfigError(f"fault names peer {f.peer}, which is not in the network")
+                    raise ValueError(f"fault names peer {f.peer}, which is not in the network")
                 self.crash_after[f.peer] = f.after_sends
                 if f.__class__ is Suspect:
                     self.suspected.add(f.peer)
+            elif f.__class__ is Cut:
+                self.cut = frozenset(f.side)
             elif f.__class__ is Inject:
                 if f.to not in machines:
-                    raise ConfigError(f"injection to peer {f.to}, which is not in the network")
+                    raise ValueError(f"injection to peer {f.to}, which is not in the network")
                 self._push(f.at_s, f.sender, f.to, list(f.frames))
             else:
-                raise ConfigError(f"unknown fault {f!r}")
+                raise ValueError(f"unknown fault {f!r}")
         self.dead: set[int] = {p for p, k in self.crash_after.items() if k <= 0}
         self.declare = sorted(self.dead & self.suspected)
         self.reported: dict[int, set[int]] = {p: set() for p in machines}
@@ -164,6 +206,20 @@ class _Run:
         self.wire_bytes = dict.fromkeys(machines, 0)
         self.nic_free = dict.fromkeys(machines, 0.0)
         self.rejected: list[tuple[int, str]] = []
+        d = net.deadline_s
+        policy = DeadlinePolicy(
+            min_s=d, max_s=d, initial_s=d, probe_min_s=d / 2, probe_max_s=d / 2, margin_s=0.0
+        )
+        # a live peer that answers probes is waited for as long as a real peer would with
+        # the default deadlines (2 x 30 s + 5 s for d = 1 s) before the stall is an error
+        hard = 65.0 * d
+        self.detectors = {
+            p: FailureDetector(AdaptiveDeadline(policy), started=0.0, hard_limit_s=hard)
+            for p in machines
+        }
+        self.wake = dict.fromkeys(machines, 0.0)  # when each detector must be asked next
+        self.first_ask = d / 2  # after progress, the detector has nothing to say before this
+        self.min_wake = 0.0  # a lower bound of min(self.wake) over live machines
 
     def _push(self, t: float, sender: int, to: int, frames: list[bytes]) -> None:
         heapq.heappush(self.queue, (t, self.seq, sender, to, frames))
@@ -178,12 +234,13 @@ class _Run:
             elif a.__class__ is Done:
                 self.results[peer] = a.result
                 self.finished.add(peer)
+                self.finished_at[peer] = self.now
             else:
                 raise TypeError(f"peer {peer} returned {a!r}, not Send/Done")
 
     def _send(self, peer: int, a: Send) -> None:
-        if a.to not in self.machines:
-            raise ConfigError(f"peer {peer} sends to {a.to}, which is not in the network")
+        if a.to not in self.machines and a.to not in self.absent:
+            raise ValueError(f"peer {peer} sends to {a.to}, which is not in the network")
         head, payload = wire.encode(a.message)
         # a private, writable copy: like a buffer a real transport hands over
         body = bytearray(memoryview(payload).cast("B")) if payload.nbytes else bytearray()
@@ -192,12 +249,14 @@ class _Run:
         self.sends[peer] += 1
         self.bytes[peer] += len(body)
         self.wire_bytes[peer] += size
+        factor = self.link_factor.get((min(peer, a.to), max(peer, a.to)), 1.0)
         start = max(self.now, self.nic_free[peer])
-        end = start + size / self.net.bandwidth_Bps
+        end = start + factor * size / self.net.bandwidth_Bps
         self.nic_free[peer] = end
         if self.capture is not None:
             self.capture(peer, a.to, [head, bytes(body)])
-        self._push(end + self.net.latency_s, peer, a.to, frames)
+        if not self._cut_between(peer, a.to) and a.to not in self.absent:
+            self._push(end + factor * self.net.latency_s, peer, a.to, frames)
         limit = self.crash_after.get(peer)
         if limit is not None and self.sends[peer] >= limit and peer not in self.dead:
             self.dead.add(peer)
@@ -205,21 +264,118 @@ class _Run:
                 self.declare.append(peer)
 
     def _tell_declared(self) -> None:
-        """Tell every live machine about wrong declarations made since the last call."""
+        """Tell every live machine, at once, of wrong declarations made since the last
+        call (`Suspect`)."""
         while self.declare:
-            gone = self.declare.pop(0)
+            gone = frozenset({self.declare.pop(0)})
             for p in self._live_unfinished():
-                if gone not in self.reported[p]:
-                    self.reported[p].add(gone)
-                    self._act(p, self.machines[p].peers_lost(frozenset({gone})))
+                if not gone <= self.reported[p]:
+                    self.detectors[p].mark_lost(gone)
+                    self._lose(p, gone)
+                    self.wake[p] = self.now
+
+    def _cut_between(self, a: int, b: int) -> bool:
+        return self.cut is not None and ((a in self.cut) != (b in self.cut))
+
+    def _unreachable(self, p: int) -> set[int]:
+        gone = set(self.dead) | self.stopped | self.absent
+        if self.cut is not None:
+            gone |= {q for q in self.machines if self._cut_between(p, q)}
+        return gone - {p}
 
     def _live_unfinished(self) -> list[int]:
-        return [p for p in sorted(self.machines) if p not in self.dead and p not in self.finished]
+        return [
+            p
+            for p in sorted(self.machines)
+            if p not in self.dead and p not in self.finished and p not in self.stopped
+        ]
+
+    def _lose(self, p: int, lost: frozenset[int]) -> None:
+        self.reported[p] |= lost
+        if self.on_lost is not None and not self.on_lost(p, lost):
+            self.stopped.add(p)
+            return
+        self._act(p, self.machines[p].peers_lost(lost))
+
+    def _start(self, p: int) -> None:
+        if p in self.dead:
+            return
+        self._act(p, self.machines[p].start())
+        lost = self.initial_lost.get(p, frozenset()) - self.reported[p]
+        if lost and p not in self.finished:
+            self.reported[p] |= lost
+            self.detectors[p].mark_lost(lost)
+            self._act(p, self.machines[p].peers_lost(frozenset(lost)))
+
+    def _detect(self) -> None:
+        """Run the failure detectors up to the next event (or until one declares): probes
+        are answered by live, reachable peers; declared peers reach every machine that
+        cannot reach them either (the LOST notice), at one virtual moment."""
+        while True:
+            live = self._live_unfinished()
+            if not live:
+                return
+            nxt = self.queue[0][0] if self.queue else float("inf")
+            wake = min(self.wake[p] for p in live)
+            self.min_wake = wake
+            if wake > nxt:
+                return
+            self.now = max(self.now, wake)
+            declared: set[int] = set()
+            stalled: list[int] = []
+            for p in live:
+                if self.wake[p] > self.now:
+                    continue
+                det = self.detectors[p]
+                expecting = set(self.machines[p].expecting()) - self.reported[p]
+                v = det.poll(self.now, expecting)
+                unreachable = self._unreachable(p)
+                for q in v.probe:
+                    if q not in unreachable:
+                        det.heard(q, self.now)  # alive: it answers
+                if v.probe:
+                    v = det.poll(self.now, expecting)
+                self.wake[p] = max(v.wake_at, self.now)
+                if v.stalled:
+                    stalled.append(p)
+                declared |= set(v.declare)
+            if stalled:
+                self._stall(stalled)
+            if declared:
+                for r in self._live_unfinished():
+                    new = (declared & self._unreachable(r)) - self.reported[r]
+                    if new:
+                        self.detectors[r].mark_lost(new)
+                        self._lose(r, frozenset(new))
+                        self.wake[r] = self.now
+                self.min_wake = self.now
+                return
+
+    def _stall(self, stalled: list[int]) -> None:
+        """The detector's hard limit: the awaited peers all answer, or nobody is left to
+        wait for, and nothing moves."""
+        waiting = sorted(set().union(*(self.machines[p].expecting() for p in stalled)))
+        gone = self.dead | self.absent | self.stopped
+        if waiting and set(waiting) - gone - set().union(*(self._unreachable(p) for p in stalled)):
+            why = "and no crash explains it"
+        else:
+            why = "and were told of every crash"
+        raise PeerTimeout(
+            f"peers {stalled} stalled at virtual time {self.now:.6g} s waiting for "
+            f"{waiting}, {why}",
+            tuple(waiting),
+        )
 
     def go(self) -> RunResult:
+        later = []
         for p in sorted(self.machines):
-            if p not in self.dead:
-                self._act(p, self.machines[p].start())
+            t = self.start_at.get(p, 0.0)
+            if t > 0:
+                later.append((t, p))
+            else:
+                self._start(p)
+        for t, p in sorted(later):  # a start is an event on the clock, like a message
+            self._push(t, -2, p, [])
         self._tell_declared()
         decode = wire.decode
         max_el = self.net.max_elements
@@ -227,46 +383,35 @@ class _Run:
             while self.queue:
                 t, _, sender, to, frames = heapq.heappop(self.queue)
                 self.now = t
-                if to in self.dead:
+                if sender == -2:  # a delayed start
+                    self._start(to)
+                    continue
+                if to in self.dead or to in self.stopped:
                     continue
                 if to in self.finished:
                     self.rejected.append((to, f"message from {sender} after peer {to} finished"))
                     continue
+                det = self.detectors[to]
+                if sender >= 0:
+                    det.heard(sender, t)
                 try:
                     msg = decode(frames, max_elements=max_el, session=self.session)
                     actions = self.machines[to].receive(msg)
                 except WireError as exc:
                     self.rejected.append((to, str(exc)))
                     continue
+                det.progress(t)
+                self.wake[to] = t + self.first_ask
+                self.min_wake = min(self.min_wake, self.wake[to])
                 self._act(to, actions)
                 self._tell_declared()
-            stalled = self._live_unfinished()
-            if not stalled:
+                if self.queue and self.queue[0][0] < self.min_wake:
+                    continue
+                self._detect()
+            if not self._live_unfinished():
                 break
-            self.now += self.net.deadline_s
-            lost_any = False
-            for p in stalled:
-                if p in self.dead or p in self.finished:
-                    continue
-                new = self.dead - self.reported[p]
-                if not new:
-                    continue
-                lost_any = True
-                self.reported[p] |= new
-                self._act(p, self.machines[p].peers_lost(frozenset(new)))
+            self._detect()
             self._tell_declared()
-            if not lost_any and not self.queue:
-                waiting = sorted(set().union(*(self.machines[p].expecting() for p in stalled)))
-                why = (
-                    "and were told of every crash"
-                    if self.dead and set(waiting) <= self.dead
-                    else "and no crash explains it"
-                )
-                raise PeerTimeout(
-                    f"peers {stalled} stalled at virtual time {self.now:.6g} s waiting for "
-                    f"{waiting}, {why}",
-                    tuple(waiting),
-                )
         return RunResult(
             results=self.results,
             dead=frozenset(self.dead),
@@ -275,4 +420,6 @@ class _Run:
             virtual_time_s=self.now,
             wire_bytes_sent=self.wire_bytes,
             rejected=self.rejected,
+            stopped=frozenset(self.stopped),
+            finished_at=self.finished_at,
         )

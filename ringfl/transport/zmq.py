@@ -256,7 +256,8 @@ class ZmqPeer:
         self._held_bytes += n
 
     def _take_held(self, kinds: frozenset[Kind], round: int) -> list[Message]:
-        mine, rest = [], deque()
+        mine: list[Message] = []
+        rest: deque[Message] = deque()
         for m in self._held:
             (mine if m.header.kind in kinds and m.header.round == round else rest).append(m)
         self._held = rest
@@ -375,7 +376,7 @@ class _Run:
         zp = self.zp
         pull = zp.pull
         decode = wire.decode
-        while pull.getsockopt(_EVENTS) & _POLLIN:
+        while int(pull.getsockopt(_EVENTS)) & _POLLIN:
             frames = pull.recv_multipart(_NOBLOCK, copy=False)
             try:
                 msg = decode(frames, max_elements=zp.max_elements, session=zp.session)

@@ -26,9 +26,11 @@ import numpy as np
 from ringfl.collective.allreduce import RingAllReduce, ring_positions
 from ringfl.collective.events import Action, Done, Header, Kind, Message, Send
 from ringfl.collective.gossip import NeighbourAverage
-from ringfl.errors import ConfigError, WireError
+from ringfl.errors import WireError
+from ringfl.wire import StepCodec
 
-_STEP_BITS = 12
+#: `Header.step` of a retrying sum: the attempt's tag, then the inner all-reduce's step.
+STEP = StepCodec((("attempt", 20), ("step", 12)))
 _MAX_HELD = 1 << 16
 
 
@@ -56,8 +58,10 @@ class RetryingRingSum:
         segment_bytes: int = 1 << 20,
     ) -> None:
         self.ring, _ = ring_positions(peer, ring)
-        if 2 * (len(self.ring) - 1) >= 1 << _STEP_BITS:
-            raise ConfigError(f"RetryingRingSum supports up to {1 << (_STEP_BITS - 1)} peers")
+        if 2 * (len(self.ring) - 1) > STEP.limit("step"):
+            raise ValueError(
+                f"RetryingRingSum supports up to {(STEP.limit('step') + 1) // 2} peers"
+            )
         self.peer = int(peer)
         self.data = np.ascontiguousarray(data)
         self.session = int(session)
@@ -96,8 +100,8 @@ class RetryingRingSum:
             if isinstance(a, Send):
                 h = a.message.header
                 header = Header(
-                    h.kind, h.session, h.round, (self.tag << _STEP_BITS) | h.step, h.chunk,
-                    h.segment, h.sender, h.dtype, h.length,
+                    h.kind, h.session, h.round, STEP.pack(attempt=self.tag, step=h.step),
+                    h.chunk, h.segment, h.sender, h.dtype, h.length,
                 )  # fmt: skip
                 self.bytes_sent += a.message.payload.nbytes
                 out.append(Send(a.to, Message(header, a.message.payload)))
@@ -121,7 +125,8 @@ class RetryingRingSum:
             raise WireError(f"ring sum of peer {self.peer} already finished")
         if h.sender in self.dead:
             raise WireError(f"ring sum: message from peer {h.sender}, which was declared lost")
-        tag, step = h.step >> _STEP_BITS, h.step & ((1 << _STEP_BITS) - 1)
+        fields = STEP.unpack(h.step)
+        tag, step = fields["attempt"], fields["step"]
         if tag != self.tag:
             if (tag >> 16) > len(self.dead) & 0xF and len(self._held) < _MAX_HELD:
                 self._held.append(message)
@@ -191,6 +196,11 @@ class ResilientNeighbourAverage(NeighbourAverage):
         if self._complete == len(self.segments):
             return [self._finish(self.out)]
         return []
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        """Whose values the mixed vector contains: this peer and the neighbours kept."""
+        return tuple(sorted({self.peer, *self.neighbours}))
 
     def receive(self, message: Message) -> list[Action]:
         if message.header.sender in self.dropped:

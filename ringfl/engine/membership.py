@@ -1,0 +1,196 @@
+"""Round membership (pure; docs/peers.md has the full design): the same code for
+simulated and real peers.
+
+Every ring round r has a participant set members(r), listed in the topology's ring order
+with the gaps skipped. All live peers agree on it because it is computed only from values
+they all share bit for bit:
+
+    members(r+1) = contributors(r) ∪ admitted(r)        (in ring order)
+
+where contributors(r) are the peers whose inputs the round-r sum contains (the secure
+all-reduce commits to them; every finisher gets the same list) and admitted(r) are the
+peers with a join request in the round-r sum: each peer appends one flag per topology
+peer to its payload (1 = "peer j said hello to me and is not a member"), so the summed
+flags are the same on every finisher. Membership therefore changes only at round
+boundaries. A member known to be gone at the start of a round is reported to the round's
+collective at once (`peers_lost`), which re-forms the ring without it.
+
+Payload of peer i in a ring round (float32): [the algorithm's contribution, flags (N)].
+
+Majority rule: a peer keeps training only while the members it still reaches (members of
+the current round not known to be gone) are a strict majority of the topology's N; in a
+partition at most one side can satisfy this, so the ring never splits into two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def ring_members(order: Sequence[int], present: Collection[int]) -> list[int]:
+    """The peers of `present`, in ring `order` (the gaps of absent peers skipped)."""
+    keep = set(present)
+    return [p for p in order if p in keep]
+
+
+def has_majority(live: int, n_peers: int) -> bool:
+    """Strict majority of the topology: live > N/2."""
+    return 2 * int(live) > int(n_peers)
+
+
+def with_flags(contribution: np.ndarray, flags: Iterable[int], n_peers: int) -> np.ndarray:
+    """[contribution, flags] as one float32 vector: flag j is 1.0 when this peer asks for
+    peer j to be admitted in the next round."""
+    m = contribution.shape[0]
+    out = np.zeros(m + n_peers, dtype=np.float32)
+    out[:m] = contribution
+    for j in flags:
+        out[m + int(j)] = 1.0
+    return out
+
+
+def split_flags(result: np.ndarray, n_peers: int) -> tuple[np.ndarray, frozenset[int]]:
+    """(summed contribution, admitted peers) from a summed `with_flags` vector."""
+    if result.ndim != 1 or result.shape[0] < n_peers:
+        raise ValueError(f"result has shape {result.shape}, expected at least {n_peers} flags")
+    m = result.shape[0] - n_peers
+    admitted = frozenset(int(j) for j in np.flatnonzero(result[m:] > 0.5))
+    return result[:m], admitted
+
+
+def next_members(
+    order: Sequence[int], contributors: Collection[int], admitted: Collection[int]
+) -> list[int]:
+    """members(r+1) = contributors(r) ∪ admitted(r), in ring order."""
+    return ring_members(order, set(contributors) | set(admitted))
+
+
+def live_weights(row: Mapping[int, float], peer: int, gone: Collection[int]) -> dict[int, float]:
+    """A gossip row without the gone neighbours: their weight moves to the peer itself,
+    so the row still sums to one (and stays symmetric when both ends drop the edge)."""
+    out = {int(j): float(w) for j, w in row.items() if int(j) not in gone}
+    moved = sum(float(w) for j, w in row.items() if int(j) in gone and int(j) != peer)
+    out[int(peer)] = out.get(int(peer), 0.0) + moved
+    return out
+
+
+@dataclass
+class Membership:
+    """Who takes part in which round, as one peer sees it (ring modes). Fed with what the
+    peer learns (losses, join requests, committed sums); decides the flags it contributes,
+    the members of the next round, whom it hands the start state to, and whether it may go
+    on (majority rule). `not_before`: the earliest round a restarted peer may be admitted
+    in (a fault schedule pins it, so that a replay admits it in the same round)."""
+
+    peer: int
+    n_peers: int
+    order: list[int]
+    round: int = 0
+    members: list[int] = field(default_factory=list)
+    gone: set[int] = field(default_factory=set)
+    notices: dict[int, set[int]] = field(default_factory=dict)
+    join_requests: dict[int, int] = field(default_factory=dict)  # peer -> incarnation
+    admitted_round: dict[int, int] = field(default_factory=dict)
+    not_before: dict[int, int] = field(default_factory=dict)
+
+    def begin(self, round_index: int, members: Sequence[int]) -> None:
+        """Start (or rejoin) at `round_index` with these members."""
+        self.round = int(round_index)
+        self.members = ring_members(self.order, members)
+        self.gone.clear()
+        self.notices.clear()
+
+    def live(self) -> list[int]:
+        return [p for p in self.members if p not in self.gone]
+
+    def majority_problem(self) -> str | None:
+        """Why this peer must stop (it reaches only a minority), or None."""
+        live = self.live()
+        if has_majority(len(live), self.n_peers):
+            return None
+        return (
+            f"only {len(live)} of {self.n_peers} peers reachable in round {self.round} "
+            f"({', '.join(map(str, live))}); a peer keeps training only while it reaches a "
+            f"strict majority (> {self.n_peers // 2}), so this minority stops"
+        )
+
+    def lose(self, peers: Collection[int], round_index: int) -> set[int]:
+        """Record that `peers` are gone as of `round_index`; returns the newly gone ones."""
+        new = set(peers) - self.gone
+        self.notices.setdefault(round_index, set()).update(peers)
+        self.gone |= set(peers)
+        return new
+
+    def fresh_notice(self, peers: Collection[int], round_index: int) -> set[int]:
+        """The peers of a LOST notice for `round_index` that count (a peer admitted after
+        that round is not lost by an old notice)."""
+        return {p for p in peers if self.admitted_round.get(p, -1) <= round_index}
+
+    def lost_in(self, round_index: int) -> set[int]:
+        """Members known gone when `round_index` starts (reported to its collective)."""
+        return (self.gone | self.notices.get(round_index, set())) & set(self.members)
+
+    def request_join(self, peer: int, incarnation: int) -> bool:
+        """`peer` (a new incarnation) asks to join; True when it was a live member, which
+        must now be counted gone (it restarted)."""
+        restarted = peer in self.members and peer not in self.gone
+        self.join_requests[peer] = incarnation
+        return restarted
+
+    def flags(self, round_index: int) -> list[int]:
+        """The join flags of this peer's round payload."""
+        return sorted(
+            j
+            for j in self.join_requests
+            if j not in self.members and self.not_before.get(j, 0) <= round_index + 1
+        )
+
+    def awaited_joiners(self, round_index: int) -> list[int]:
+        """Peers the fault schedule admits in `round_index + 1` whose request has not come."""
+        return sorted(
+            j
+            for j, r in self.not_before.items()
+            if r == round_index + 1 and j not in self.join_requests and j not in self.members
+        )
+
+    def commit(
+        self, round_index: int, contributors: Sequence[int], admitted: Collection[int]
+    ) -> tuple[list[int], list[int]]:
+        """The sum of `round_index` is in: returns (dropped, admitted) and moves on to the
+        next round's members."""
+        dropped = [p for p in self.members if p not in contributors]
+        self.gone |= set(dropped)
+        for j in admitted:
+            self.gone.discard(j)
+            self.join_requests.pop(j, None)
+            self.admitted_round[j] = round_index + 1
+        self.members = next_members(self.order, contributors, admitted)
+        self.round = round_index + 1
+        return dropped, sorted(admitted)
+
+    def predecessor(self, p: int) -> int:
+        ring = self.members
+        return ring[(ring.index(p) - 1) % len(ring)]
+
+    def to_serve(self, round_index: int) -> list[int]:
+        """Members admitted for `round_index` to whom this peer (their ring predecessor)
+        hands the round's start state."""
+        return [
+            p
+            for p in self.members
+            if self.admitted_round.get(p) == round_index and self.predecessor(p) == self.peer
+        ]
+
+
+__all__ = [
+    "Membership",
+    "has_majority",
+    "live_weights",
+    "next_members",
+    "ring_members",
+    "split_flags",
+    "with_flags",
+]

@@ -1,0 +1,102 @@
+"""The collectives a round engine runs, built in one place: the ring sum (masked with
+`ringfl.secure` or plain, both surviving lost peers), the gossip step and the star sum.
+
+Real peers and the simulator get the same machines from here, so a sum that recovers from
+a crash in one recovers the same way in the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ringfl.collective.events import Machine
+from ringfl.collective.resilient import ResilientNeighbourAverage, RetryingRingSum
+from ringfl.collective.star import StarSum
+from ringfl.secure.aggregate import Masking, SecureRingAllReduce
+from ringfl.secure.keys import PeerKeys
+
+#: Round number of the one-off setup sum (sample counts); u32 max, so it never collides
+#: with a training round.
+SETUP_ROUND = 2**32 - 1
+#: Largest per-party count the secure setup sum represents (counts are clipped there).
+MAX_COUNT = float(2**24)
+
+
+@dataclass(frozen=True)
+class SecureSettings:
+    """What a party needs for masked sums: its masking key pair, every member's public
+    masking key, the clipping bound of the fixed-point inputs, and (tests) a source of
+    randomness for the round secrets."""
+
+    keys: PeerKeys
+    public_keys: Mapping[int, bytes | str]
+    clip: float = 1.0
+    entropy: Callable[[int], bytes] | None = None
+
+
+def ring_sum(
+    peer: int,
+    members: Sequence[int],
+    data: np.ndarray,
+    *,
+    secure: SecureSettings | None,
+    session: int,
+    round_index: int,
+    clip: float | None = None,
+) -> Machine:
+    """The sum of `data` over `members` (ring order): masked when `secure` is given, else a
+    plain ring all-reduce that restarts among the survivors when members are lost. `clip`
+    overrides `secure.clip` (the setup sum of counts needs a wider range)."""
+    if secure is None:
+        return RetryingRingSum(peer, members, data, session=session, round=round_index)
+    masking = Masking(clip=secure.clip if clip is None else clip)
+    extra = {} if secure.entropy is None else {"entropy": secure.entropy}
+    return SecureRingAllReduce(
+        peer,
+        list(members),
+        data,
+        secure.keys,
+        {p: secure.public_keys[p] for p in members},
+        session=session,
+        round=round_index,
+        masking=masking,
+        **extra,
+    )
+
+
+def neighbour_mix(
+    peer: int, row: Mapping[int, float], data: np.ndarray, *, session: int, round_index: int
+) -> ResilientNeighbourAverage:
+    """One gossip step x_i <- sum_j W_ij x_j with `row` (lost neighbours dropped)."""
+    return ResilientNeighbourAverage(peer, row, data, session=session, round=round_index)
+
+
+def star_sum(
+    peer: int,
+    hub: int,
+    clients: Sequence[int],
+    data: np.ndarray | None,
+    *,
+    length: int,
+    session: int,
+    round_index: int,
+) -> StarSum:
+    """The server baseline's sum: a client sends `data`, the hub (`data` None) adds."""
+    if data is None:
+        return StarSum(
+            peer, hub, clients, length=length, dtype=np.float32, session=session, round=round_index
+        )
+    return StarSum(peer, hub, clients, data, session=session, round=round_index)
+
+
+__all__ = [
+    "MAX_COUNT",
+    "SETUP_ROUND",
+    "SecureSettings",
+    "neighbour_mix",
+    "ring_sum",
+    "star_sum",
+]
