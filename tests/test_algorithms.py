@@ -12,10 +12,10 @@ from ringfl.collective.star import StarSum
 from ringfl.config import AlgorithmConfig, Config, DataConfig, ModelConfig, TrainConfig
 from ringfl.data import load_digits
 from ringfl.data.parties import PartyData
-from ringfl.errors import ConfigError
 from ringfl.engine.build import make_engine, neural_workload, ring_of, session_id
 from ringfl.engine.round import RoundEngine
 from ringfl.engine.workload import AuxWorkload
+from ringfl.errors import ConfigError
 from ringfl.partition import dirichlet
 from ringfl.sim import simulation_keys
 from ringfl.topology import make, mixing_matrix, mixing_rows
