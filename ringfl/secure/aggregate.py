@@ -648,9 +648,10 @@ class SecureRingAllReduce:
             streamer.apply(masked, 0, add, sub)
             masked.flags.writeable = False
 
-            def source(start: int, stop: int) -> np.ndarray:
+            def eager(start: int, stop: int) -> np.ndarray:
                 return masked[start:stop]
 
+            source: Callable[[int, int], np.ndarray] = eager
         else:
             source = self._lazy_source(a, add, sub)
         self._inner = RingAllReduce(

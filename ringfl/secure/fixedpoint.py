@@ -36,8 +36,8 @@ from ringfl.errors import ConfigError, SecureAggregationError
 #: Elements per chunk of encode/decode (1 MiB of float32; float64 scratch is 2 MiB).
 CHUNK_ELEMENTS = 1 << 18
 
-_WORD = {32: np.dtype(np.uint32), 64: np.dtype(np.uint64)}
-_SIGNED = {32: np.dtype(np.int32), 64: np.dtype(np.int64)}
+_WORD: dict[int, np.dtype] = {32: np.dtype(np.uint32), 64: np.dtype(np.uint64)}
+_SIGNED: dict[int, np.dtype] = {32: np.dtype(np.int32), 64: np.dtype(np.int64)}
 
 
 def default_frac_bits(n_peers: int, clip: float, bits: int = 32) -> int:

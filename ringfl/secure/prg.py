@@ -82,7 +82,7 @@ class MaskStreamer:
         nonce = stream.to_bytes(8, "big") + block.to_bytes(8, "big")
         enc = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
         if skip:
-            enc.update_into(_ZEROS[:skip], self._scratch(skip))
+            enc.update_into(_ZEROS[:skip], self._scratch(skip).data)
         return enc
 
     def _park(self, key: bytes, stream: int, enc, byte_end: int) -> None:
@@ -121,7 +121,7 @@ class MaskStreamer:
             return out
         byte0 = start * dt.itemsize
         enc = self._encryptor(key, byte0, stream)
-        dst = memoryview(out).cast("B")
+        dst = memoryview(out.data).cast("B")
         total, done, per = dst.nbytes, 0, self.chunk_bytes
         while done < total:  # straight into `out`: no copy
             m = min(per, total - done)

@@ -100,7 +100,7 @@ class Node:
         elif isinstance(spec, os.PathLike) or (
             isinstance(spec, str) and "\n" not in spec and Path(spec).is_file()
         ):
-            body = load_spec_file(spec)
+            body = load_spec_file(Path(spec))
         else:
             body = load_spec_text(str(spec))
         return str(self.request("POST", "/api/tasks", body)["id"])

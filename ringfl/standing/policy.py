@@ -236,12 +236,9 @@ def builtin_layers() -> dict[str, list[dict[str, Any]]]:
     tree = ast.parse(Path(spec.origin).read_text())
     for node in tree.body:
         target = getattr(node, "target", None) or (getattr(node, "targets", None) or [None])[0]
-        if (
-            isinstance(target, ast.Name)
-            and target.id == "BUILTIN_LAYERS"
-            and node.value is not None
-        ):
-            return ast.literal_eval(node.value)
+        value = getattr(node, "value", None)
+        if isinstance(target, ast.Name) and target.id == "BUILTIN_LAYERS" and value is not None:
+            return ast.literal_eval(value)
     raise ConfigError("ringfl.models has no BUILTIN_LAYERS")
 
 

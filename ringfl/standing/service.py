@@ -209,7 +209,7 @@ class NodeService:
 
     def _queue(self, peer: str, ev: dict[str, Any], eid: str) -> None:
         row = self.store.one("SELECT MAX(seq) AS s FROM outbox WHERE peer = ?", peer)
-        seq = int(row["s"] or 0) + 1
+        seq = int(row["s"] or 0) + 1 if row is not None else 1
         self.store.x("INSERT INTO outbox VALUES (?, ?, ?)", peer, seq, eid)
         self.last_sent[(peer, seq)] = time.monotonic()
         self._send(peer, {"t": "ev", "seq": seq, "ev": ev})
@@ -361,7 +361,8 @@ class NodeService:
             return
         task = self.store.one("SELECT participants FROM tasks WHERE id = ?", ev["task"])
         if task is None:
-            n = self.store.one("SELECT COUNT(*) AS n FROM pending")["n"]
+            row = self.store.one("SELECT COUNT(*) AS n FROM pending")
+            n = row["n"] if row is not None else 0
             if n >= MAX_PENDING:
                 raise Refused("too many events for unknown tasks")
             self.store.x(

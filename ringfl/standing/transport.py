@@ -54,7 +54,7 @@ class Transport:
         self.pull.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
         self.pull.setsockopt(zmq.LINGER, 0)
         self.pull.bind(bind or self.endpoints[me])
-        self.address = self.pull.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.address = self.pull.getsockopt_string(zmq.LAST_ENDPOINT)
         self.push: dict[int, zmq.Socket] = {}
         self.outq: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
         self._stop = threading.Event()

@@ -459,9 +459,9 @@ class GBDTWorkload:
             # sum the child with less hessian; its sibling follows by subtraction
             next_sum.append(li if split["h_left"] <= split["h_right"] else ri)
         for node_id in level_nodes:  # their children are summed from them: parents go
-            parent = self.nodes[node_id].parent
-            if parent >= 0:
-                self.nodes[parent].hist = None
+            up = self.nodes[node_id].parent
+            if up >= 0:
+                self.nodes[up].hist = None
         self.to_sum = next_sum
         if not next_sum:
             self._finish_iteration()

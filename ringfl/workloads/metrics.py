@@ -58,7 +58,7 @@ class MetricsWorkload:
         self.step = 0
         self.out: dict[str, Any] = {}
         if task == "regression":
-            self.y = y.astype(np.float64)
+            self.y: np.ndarray = y.astype(np.float64)
             self.pred = s.reshape(len(s))
             return
         if s.ndim == 1:

@@ -79,8 +79,8 @@ class PeerSecureSum:
         import zmq
 
         from ringfl import topology
+        from ringfl.engine.failure import AdaptiveDeadline, DeadlinePolicy
         from ringfl.peer.curve import CurveSecurity
-        from ringfl.peer.deadline import AdaptiveDeadline, DeadlinePolicy
         from ringfl.peer.identity import Identity, find_identity_dir, topology_keys
         from ringfl.peer.link import PeerLink
 
@@ -112,7 +112,7 @@ class PeerSecureSum:
         if tk.mask[self.peer] != self.identity.mask.public_bytes:
             raise ConfigError(f"the mask key in {keys} is not the mask_key of node {self.node!r}")
         self.public_keys = tk.mask
-        self.context = zmq.Context()
+        self.context: zmq.Context | None = zmq.Context()
         self.security = None
         authenticate = None
         if not insecure:

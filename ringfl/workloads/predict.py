@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +74,7 @@ def _neural(
 
     if config is None:
         raise ConfigError(f"{path}: a neural model needs the run's config (--config FILE)")
-    cfg = load_config(config)
+    cfg = load_config(Path(config))
     names = [c for c in table.names if c != id_column]
     x = table.matrix(names, " (an input column)").astype(np.float32)
     shape = _INPUT_SHAPES.get(cfg.data.dataset, (x.shape[1],))
@@ -81,7 +82,12 @@ def _neural(
         raise ConfigError(
             f"{table.source}: {x.shape[1]} input columns, but the model takes {shape} inputs"
         )
-    spec = cfg.model.name if cfg.model.layers is None else list(cfg.model.layers)
+    if cfg.model.layers is not None:
+        spec: str | list[dict[str, Any]] = list(cfg.model.layers)
+    elif cfg.model.name is not None:
+        spec = cfg.model.name
+    else:
+        raise ConfigError(f"{config}: model.name or model.layers is needed")
     model = build_model(spec, shape, k, seed=0)
     flat = checkpoint.load(path).arrays.get("model")
     if flat is None:
