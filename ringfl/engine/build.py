@@ -16,7 +16,7 @@ from ringfl.data.parties import PartyData
 from ringfl.engine.faults import FaultPlan
 from ringfl.engine.round import RoundEngine
 from ringfl.engine.sums import SecureSettings
-from ringfl.engine.workload import AuxWorkload, NeuralWorkload
+from ringfl.engine.workload import ClassifierWorkload, NeuralWorkload
 from ringfl.local import LocalTrainer
 from ringfl.models import ModelSpec, build_model
 from ringfl.secure.keys import PeerKeys
@@ -73,7 +73,7 @@ def make_engine(
     peer: int,
     n_peers: int,
     config: Config,
-    workload: NeuralWorkload | AuxWorkload,
+    workload: ClassifierWorkload,
     *,
     order: Sequence[int] | None = None,
     row: Mapping[int, float] | None = None,
