@@ -121,7 +121,6 @@ class ProcessBackend(Backend):
             t["moments"] = SharedTable((n, msize), np.float32, "moments")
         message = JobMessage(
             job=job,
-            path=list(sys.path),
             tables={name: table.spec for name, table in t.items()},
             offsets=[int(o) for o in offsets],
             classes=list(job.classes),
@@ -130,7 +129,7 @@ class ProcessBackend(Backend):
         blob = cloudpickle.dumps(message)
         for w in self._pool:
             try:
-                w.conn.send(("job", blob))
+                w.conn.send(("job", list(sys.path), blob))
                 for table in t.values():
                     assert table.fd is not None
                     send_handle(w.conn, table.fd, w.proc.pid)

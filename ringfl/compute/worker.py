@@ -17,18 +17,16 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import recv_handle
 
-#: The driver's first message: ("job", JobMessage as cloudpickle bytes); then one file
-#: descriptor per table in `JobMessage.tables` order.
+#: The driver's first message: ("job", import path, JobMessage as cloudpickle bytes); then
+#: one file descriptor per table in `JobMessage.tables` order.
 
 
 @dataclass(frozen=True)
 class JobMessage:
-    """The job, the driver's import path (so a model factory pickled by reference
-    imports here as there), the shared tables, and where party p's samples lie in the
-    data tables: rows offsets[p]:offsets[p + 1]."""
+    """The job, the shared tables, and where party p's samples lie in the data tables:
+    rows offsets[p]:offsets[p + 1]."""
 
     job: object  # TrainJob
-    path: list[str]
     tables: dict[str, object]  # name -> TableSpec
     offsets: list[int]
     classes: list[int]
@@ -43,18 +41,23 @@ def serve(conn: Connection) -> int:
     from ringfl.compute.shm import attach
     from ringfl.data import Dataset
 
-    kind, blob = conn.recv()
+    try:
+        kind, path, blob = conn.recv()
+    except EOFError:  # the driver closed before sending a job
+        return 0
     if kind != "job":
         raise RuntimeError(f"compute worker: expected the job first, got {kind!r}")
+    # the driver's import path first, so that a model factory pickled by reference
+    # imports here as it does there
+    for entry in reversed(path):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
     msg: JobMessage = cloudpickle.loads(blob)
     tables = {}
     for name, spec in msg.tables.items():
         fd = recv_handle(conn)
         tables[name] = attach(fd, spec)  # type: ignore[arg-type]
         os.close(fd)
-    for entry in reversed(msg.path):
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
     trainer = Trainer(msg.job)  # type: ignore[arg-type]
     x, y, starts, outs = tables["x"], tables["y"], tables["starts"], tables["outs"]
     moments = tables.get("moments")
