@@ -186,3 +186,81 @@ def test_backend_names():
     assert 0 <= free_cores() <= usable_cores()
     with pytest.raises(ConfigError, match="unknown compute backend 'gpu'"):
         choose("gpu", 4)
+
+
+CLI_CONFIG = """
+seed = 2
+[data]
+dataset = "digits"
+train_subset = 400
+test_subset = 200
+[model]
+name = "mlp"
+[train]
+rounds = 2
+local_steps = 3
+lr = 0.05
+momentum = 0.9
+batch_size = 16
+[algorithm]
+name = "ring"
+secure = true
+"""
+
+
+def test_cli_processes_backend_matches_inline_in_process(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ringfl.config import load_config
+    from ringfl.topology import save
+
+    save(make("ring", 3), tmp_path / "ring3.json")
+    (tmp_path / "exp.toml").write_text(CLI_CONFIG)
+    root = Path(__file__).resolve().parents[1]
+    args = ["--topology", "ring3.json", "--config", "exp.toml", "--no-baseline", "--quiet"]
+    p = subprocess.run(
+        [sys.executable, "-m", "ringfl", "simulate", *args, "--out", "out"]
+        + ["--backend", "processes", "--workers", "2"],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(root)),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert p.returncode == 0, p.stderr
+    assert "local training ran on the processes backend, 2 at a time" in p.stdout
+    rows = [json.loads(x) for x in (tmp_path / "out/metrics.jsonl").read_text().splitlines()]
+    ref = simulate(
+        make("ring", 3),
+        load_config(tmp_path / "exp.toml"),
+        progress=False,
+        baseline=False,
+        backend="inline",
+    )
+    assert [(r["accuracy"], r["loss"]) for r in rows] == [
+        (m["accuracy"], m["loss"]) for m in ref.metrics
+    ]
+    summary = json.loads((tmp_path / "out/summary.json").read_text())
+    assert (summary["backend"], summary["workers"]) == ("processes", 2)
+
+
+@pytest.mark.parametrize(
+    ("extra", "error"),
+    [
+        (["--workers", "0"], "--workers must be >= 1"),
+        (["--backend", "inline", "--workers", "2"], "--workers is for --backend processes"),
+        (["--ray-address", "auto"], "need --backend ray"),
+    ],
+)
+def test_cli_backend_options_are_checked(tmp_path, capsys, monkeypatch, extra, error):
+    from ringfl.cli import main
+    from ringfl.topology import save
+
+    monkeypatch.chdir(tmp_path)
+    save(make("ring", 2), tmp_path / "ring2.json")
+    (tmp_path / "exp.toml").write_text(CLI_CONFIG)
+    assert main(["simulate", "--topology", "ring2.json", "--config", "exp.toml", *extra]) == 1
+    assert error in capsys.readouterr().err

@@ -143,11 +143,12 @@ class ProcessBackend(Backend):
         for table in t.values():
             table.close()  # every worker has mapped it; the mappings keep it alive
 
-    def _recv(self, w: _Worker, doing: str) -> tuple:
+    def _recv(self, w: _Worker, doing: str) -> tuple[Any, ...]:
         while True:
             if wait([w.conn], timeout=1.0):
                 try:
-                    return w.conn.recv()
+                    reply: tuple[Any, ...] = w.conn.recv()
+                    return reply
                 except (EOFError, ConnectionResetError):
                     raise w.gone(doing) from None
             if w.proc.poll() is not None:

@@ -76,7 +76,7 @@ class RayBackend(Backend):
         if not ray.is_initialized():
             ray.init(address=address, **dict(init or {}))
             self._owns = True
-        resources = ray.cluster_resources()
+        resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
         self.workers = max(1, int(resources.get("CPU", 1) // max(num_cpus, 1e-9)))
         self._remote = ray.remote(train_task).options(num_cpus=num_cpus, num_gpus=num_gpus)
         self._moments: list[np.ndarray | None] = []
