@@ -426,7 +426,12 @@ def _simulate(
         job = TrainJob.of(config, model_spec(config, model), data.parts)
     except ValueError as exc:
         raise ConfigError(f"data: {exc}") from None
-    trainers.load(job, data.parts, [p.val for p in data.parties])
+    held = trainers.load(job, data.parts, [p.val for p in data.parties])
+    # the backend may hold the training sets in shared memory: keep only that copy
+    data = dataclasses.replace(
+        data,
+        parties=[dataclasses.replace(d, train=t) for d, t in zip(data.parties, held, strict=True)],
+    )
     sim = _Sim(graph, config, data, plan, network or MemoryNetwork(), model, step_s, trainers)
     setup_s, setup_bytes = sim.setup()
     rounds = config.train.rounds

@@ -48,9 +48,12 @@ class Backend:
     def job(self) -> TrainJob:
         return self.store.job
 
-    def load(self, job: TrainJob, parts: Sequence[Dataset], vals: Sequence[Dataset | None]) -> None:
+    def load(
+        self, job: TrainJob, parts: Sequence[Dataset], vals: Sequence[Dataset | None]
+    ) -> list[Dataset]:
         """Prepare to train the parties of `job` (training data `parts`, validation
-        data `vals`, evaluated in the driver)."""
+        data `vals`, evaluated in the driver). Returns the training sets as the backend
+        holds them (`processes`: in shared memory), so the caller can drop its own copy."""
         if len(parts) != job.num_parties or len(vals) != job.num_parties:
             raise ValueError(
                 f"{job.num_parties} parties in the job, {len(parts)} training and "
@@ -59,6 +62,7 @@ class Backend:
         self._store = StateStore.create(job)
         self.parts, self.vals = list(parts), list(vals)
         self._load()
+        return list(self.parts)
 
     def workload(self, peer: int) -> SimWorkload:
         """The workload of a new incarnation of party `peer` (initial model, fresh

@@ -29,6 +29,7 @@ import numpy as np
 from ringfl.compute.base import Backend
 from ringfl.compute.job import TaskResult, Trainer, TrainTask
 from ringfl.compute.shm import SharedTable
+from ringfl.data import Dataset
 from ringfl.errors import ConfigError
 
 #: How long a worker may take to stop before it is killed (seconds).
@@ -111,9 +112,12 @@ class ProcessBackend(Backend):
         t = self._tables
         t["x"] = SharedTable((total, *job.input_shape), dtypes.pop(), "x")
         t["y"] = SharedTable((total,), np.int64, "y")
+        held = []
         for d, a, b in zip(parts, offsets, offsets[1:], strict=False):
             t["x"].array[a:b] = d.x
             t["y"].array[a:b] = d.y
+            held.append(Dataset(t["x"].array[a:b], t["y"].array[a:b], d.num_classes, d.name))
+        self.parts = held  # the driver's view of the shared copy
         t["starts"] = SharedTable((n, width), np.float32, "starts")
         t["outs"] = SharedTable((n, width), np.float32, "outs")
         if job.train.momentum > 0:
