@@ -81,10 +81,11 @@ def test_backends_and_worker_counts_give_identical_results(name):
     if kind == "ring":
         assert ref.rounds[1]["dropped"] == ["2"] and ref.rounds[3]["admitted"] == []
         assert "2" in ref.rounds[3]["members"]
-    for workers in (1, 3):
-        got = simulate(g, cfg, progress=False, baseline=False, backend=Processes(workers))
+    for workers, start in ((1, "spawn"), (3, "fork")):
+        backend = Processes(workers, start=start)
+        got = simulate(g, cfg, progress=False, baseline=False, backend=backend)
         assert (got.backend, got.workers) == ("processes", workers)
-        assert outcome(got) == want, (name, workers)
+        assert outcome(got) == want, (name, workers, start)
 
 
 def test_ring_parties_share_one_model_between_rounds():
@@ -131,7 +132,8 @@ def test_a_factory_defined_in_a_function_reaches_the_workers():
     cfg = config(train={"rounds": 2, "local_steps": 2, "batch_size": 16, "lr": 0.05})
     g = make("ring", 3)
     a = simulate(g, cfg, model=factory, progress=False, baseline=False, backend="inline")
-    b = simulate(g, cfg, model=factory, progress=False, baseline=False, backend=Processes(2))
+    spawned = Processes(2, start="spawn")  # the closure travels by cloudpickle
+    b = simulate(g, cfg, model=factory, progress=False, baseline=False, backend=spawned)
     assert outcome(a) == outcome(b)
     assert a.learners[0].model[1].out_features == hidden
 
@@ -155,25 +157,29 @@ def failing_factory(driver: int, how: str):
     return factory
 
 
+@pytest.mark.parametrize("start", ["fork", "spawn"])
 @pytest.mark.parametrize("how", ["raise", "die"])
-def test_a_failing_or_dying_worker_is_reported(how):
+def test_a_failing_or_dying_worker_is_reported(how, start):
     cfg = config(train={"rounds": 2, "local_steps": 2, "batch_size": 16, "lr": 0.05})
     factory = failing_factory(os.getpid(), how)
     want = "broken model in the worker" if how == "raise" else "worker .* exited"
     with pytest.raises(RuntimeError, match=want):
-        simulate(make("ring", 3), cfg, model=factory, progress=False, backend=Processes(2))
+        backend = Processes(2, start=start)
+        simulate(make("ring", 3), cfg, model=factory, progress=False, backend=backend)
 
 
 def test_workers_start_and_stop_with_the_backend():
     train, _ = load_digits(seed=0)
     parts = [train.subset(np.arange(p * 50, (p + 1) * 50)) for p in range(2)]
     job = TrainJob.of(config(), "logreg", parts)
-    backend = open_backend(Processes(2), parties=2)
-    with backend:
-        backend.load(job, parts, [None, None])
-        procs = [w.proc for w in backend._pool]  # type: ignore[attr-defined]
-        assert all(p.poll() is None for p in procs)
-    assert all(p.poll() is not None for p in procs)
+    for start in ("fork", "spawn"):
+        backend = open_backend(Processes(2, start=start), parties=2)
+        with backend:
+            backend.load(job, parts, [None, None])
+            workers = backend._pool  # type: ignore[attr-defined]
+            assert [w.poll() for w in workers] == [None, None]
+            assert backend.start == start  # type: ignore[attr-defined]
+        assert all(w.poll() == 0 for w in workers)  # stopped cleanly
     with open_backend(Processes(8), parties=2) as capped:
         assert capped.workers == 2  # never more workers than parties
 

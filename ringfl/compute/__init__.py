@@ -44,9 +44,11 @@ class Inline:
 @dataclass(frozen=True)
 class Processes:
     """Train on `workers` local worker processes (None: one per core this process may
-    use)."""
+    use). `start`: "fork" (workers share the driver's memory; "auto" on Linux) or
+    "spawn" (fresh interpreters)."""
 
     workers: int | None = None
+    start: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ def open_backend(spec: BackendSpec, parties: int) -> Backend:
         from ringfl.compute.processes import ProcessBackend
 
         workers = chosen.workers or usable_cores()
-        return ProcessBackend(max(1, min(workers, parties)))
+        return ProcessBackend(max(1, min(workers, parties)), start=chosen.start)
     from ringfl.compute.ray_backend import RayBackend
 
     return RayBackend(

@@ -1,21 +1,32 @@
-"""A training worker of the `processes` backend: `python -m ringfl.compute.worker FD`,
-started by the driver with one end of a private socket pair as FD.
+"""A training worker of the `processes` backend. Two ways to start one:
 
-It sets its process-wide settings here, at its entry point (one torch thread), receives
-the job (cloudpickled by the driver that started it: the only pickles it reads come from
-its parent over that socket) and the shared tables' file descriptors, then trains one
-task at a time: reads the party's start state, data and momentum from the shared tables,
-writes its local state and momentum back, and answers with the small `TaskResult`.
+- forked from the driver (`forked`): it inherits the job, the parties' data and the
+  shared tables with the driver's memory (pages shared until written);
+- spawned (`python -m ringfl.compute.worker FD`, FD one end of a private socket pair):
+  it receives the job (cloudpickled by the driver that started it: the only pickles it
+  reads come from its parent over that socket) and the shared tables' file descriptors.
+
+Either way it sets its process-wide settings at its entry point (one torch thread), then
+trains one task at a time: reads the party's start state, data and momentum, writes its
+local state and momentum into the shared tables, and answers with the small
+`TaskResult`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import recv_handle
+
+import numpy as np
+
+from ringfl.compute.job import Trainer, TrainJob
+from ringfl.data import Dataset
 
 #: The driver's first message: ("job", import path, JobMessage as cloudpickle bytes); then
 #: one file descriptor per table in `JobMessage.tables` order.
@@ -34,8 +45,8 @@ class JobMessage:
 
 
 def serve(conn: Connection) -> int:
+    """A spawned worker: receive the job and the tables, then train (`train_loop`)."""
     import cloudpickle
-    import numpy as np
 
     from ringfl.compute.job import Trainer
     from ringfl.compute.shm import attach
@@ -58,10 +69,25 @@ def serve(conn: Connection) -> int:
         fd = recv_handle(conn)
         tables[name] = attach(fd, spec)  # type: ignore[arg-type]
         os.close(fd)
+    x, y = tables["x"], tables["y"]
+    o = msg.offsets
+    parts = [
+        Dataset(x[o[p] : o[p + 1]], y[o[p] : o[p + 1]], msg.classes[p], msg.names[p])
+        for p in range(len(msg.classes))
+    ]
     trainer = Trainer(msg.job)  # type: ignore[arg-type]
-    x, y, starts, outs = tables["x"], tables["y"], tables["starts"], tables["outs"]
-    moments = tables.get("moments")
-    data: dict[int, Dataset] = {}
+    return train_loop(conn, trainer, parts, tables["starts"], tables["outs"], tables.get("moments"))
+
+
+def train_loop(
+    conn: Connection,
+    trainer: Trainer,
+    parts: Sequence[Dataset],
+    starts: np.ndarray,
+    outs: np.ndarray,
+    moments: np.ndarray | None,
+) -> int:
+    """Say ready, then train one task at a time until told to stop (or the driver goes)."""
     conn.send(("ready", os.getpid()))
     while True:
         try:
@@ -73,17 +99,37 @@ def serve(conn: Connection) -> int:
         task = request[1]
         p = task.peer
         try:
-            d = data.get(p)
-            if d is None:
-                a, b = msg.offsets[p], msg.offsets[p + 1]
-                d = data[p] = Dataset(x[a:b], y[a:b], msg.classes[p], msg.names[p])
             start = np.asarray(starts[task.start, : task.length])
             mom = None if moments is None else moments[p]
-            result = trainer.run(task, start, d, outs[p], mom)
+            result = trainer.run(task, start, parts[p], outs[p], mom)
         except Exception:
             conn.send(("error", p, traceback.format_exc()))
             continue
         conn.send(("done", result))
+
+
+def forked(
+    conn: Connection, job: TrainJob, parts: Sequence[Dataset], tables: dict[str, np.ndarray]
+) -> None:
+    """The body of a worker forked from the driver (never returns): it inherited the job,
+    the parties' data and the shared tables with the driver's memory."""
+    code = 1
+    try:
+        import torch
+
+        torch.set_num_threads(1)  # this process's setting, at its entry point
+        trainer = Trainer(job)
+        code = train_loop(
+            conn, trainer, parts, tables["starts"], tables["outs"], tables.get("moments")
+        )
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # never back into the driver's stack (its atexit, its tests)
 
 
 def main(argv: list[str]) -> int:
