@@ -304,9 +304,10 @@ def plot(rows: list[dict], path: Path) -> None:
     for ax, title in zip(axes, ("wall time (s)", "peak PSS, all processes (MB)"), strict=True):
         ax.set_xticks(range(len(cells)), cells)
         ax.set_title(title)
-        ax.legend()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3)
     fig.suptitle("ringfl simulate vs Flower simulation (MNIST MLP), same task, this machine")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=110)
 
 
