@@ -27,6 +27,7 @@ Both run in the simulator and on real peers with no code per driver.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -235,13 +236,15 @@ def check_vector(v: Any, where: str) -> np.ndarray:
 @dataclass
 class SumCounts:
     """What a `StatisticsWorkload` has summed so far: statistics vectors (`sums`),
-    engine rounds they took (`rounds`: SCALE + SUM), statistics elements, and the largest
-    per-element error bound stated (`worst_resolution`, `ringfl.engine.scale`)."""
+    engine rounds they took (`rounds`: SCALE + SUM), statistics elements, the largest
+    per-element error bound stated (`worst_resolution`, `ringfl.engine.scale`), and the
+    seconds the job itself computed (`compute_s`: its `statistics` and `apply`)."""
 
     sums: int = 0
     rounds: int = 0
     elements: int = 0
     worst_resolution: float = 0.0
+    compute_s: float = 0.0
 
 
 class StatisticsWorkload:
@@ -310,13 +313,17 @@ class StatisticsWorkload:
         c.elements += int(self._v.shape[0])
         c.worst_resolution = max(c.worst_resolution, scale.resolution(self.parties, self._e))
         self._phase, self._v, self._last = "idle", None, s
+        t0 = time.perf_counter()
         self.job.apply(s.copy())
+        c.compute_s += time.perf_counter() - t0
 
     def local(self, round_index: int) -> LocalStats:
         if self._phase == "idle":
             if self.job.done:
                 raise RingflError(f"{self.name}: a round after the job is done")
+            t0 = time.perf_counter()
             v = check_vector(self.job.statistics(), self.name)
+            self.counts.compute_s += time.perf_counter() - t0
             self._v = v
             hint = getattr(self.job, "scale_exponent", None)  # optional (see Statistics)
             e = None if hint is None else hint()
