@@ -56,7 +56,9 @@ def _party_args(p: argparse.ArgumentParser) -> None:
         help="real party: the peer's folder (events.jsonl, metrics.jsonl, summary.json; "
         "default runs/jobs/NODE)",
     )
-    p.add_argument("--verbose", action="store_true", help="real party: print the peer's events")
+    p.add_argument(
+        "--events", action="store_true", help="real party: print the peer's events to stderr"
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -137,7 +139,7 @@ class _Runner:
             deadline_s=a.deadline,
             startup_s=a.startup_timeout,
             out=a.peer_dir,
-            console=sys.stderr if a.verbose else None,
+            console=sys.stderr if a.events else None,
         )
 
 

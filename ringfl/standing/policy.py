@@ -166,12 +166,13 @@ class Policy:
             why.append(f"datasets.{me}: dataset {ds!r} is not open to tasks")
         if entry is not None:
             why += self._check_columns(spec, ds, entry.schema["columns"])
+        train = spec["kind"] == "train"  # the others are statistics jobs: no model, no rounds
         rounds = flat_get(spec["config"], "train.rounds")
         hi = self.limits.get("max_rounds")
-        if hi is not None and (rounds if isinstance(rounds, int) else 10) > hi:
+        if train and hi is not None and (rounds if isinstance(rounds, int) else 10) > hi:
             why.append(f"config.train.rounds: {rounds} is over the limit max_rounds = {hi}")
         hi = self.limits.get("max_model_params")
-        if hi is not None and entry is not None:
+        if train and hi is not None and entry is not None:
             try:
                 n = model_params(spec, entry.schema)
             except ConfigError as exc:
