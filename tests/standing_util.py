@@ -90,6 +90,27 @@ def task_spec(participants: list[str], **over: Any) -> dict[str, Any]:
     return spec
 
 
+def analytics_spec(participants: list[str], **over: Any) -> dict[str, Any]:
+    """A secure analytics task over the example's digits tables."""
+    spec: dict[str, Any] = {
+        "name": "digits-stats",
+        "kind": "analytics",
+        "participants": participants,
+        "datasets": {p: "digits" for p in participants},
+        "columns": [f"pixel{i}" for i in range(1, 64)],
+        "config": {
+            "min_count": 10,
+            "ops": [
+                {"op": "mean", "column": "pixel20"},
+                {"op": "std", "column": "pixel20"},
+                {"op": "groupby", "by": "label", "groups": [0, 1], "column": "pixel30"},
+            ],
+        },
+    }
+    spec.update(over)
+    return spec
+
+
 class Parties:
     """Parties of one test network in `root`; `start(p)` runs p's node as a process."""
 
