@@ -381,7 +381,7 @@ class PeerNode(ControlPlane):
             "members": self.names(rec.contributors),
             "dropped": self.names(rec.dropped),
             "admitted": self.names(rec.admitted),
-            "train_loss": stats.loss,
+            "train_loss": stats.loss if np.isfinite(stats.loss) else None,  # JSON: no NaN
             "compute_s": t1 - t0,
             "comm_s": t2 - t1,
             "weight": rec.weight,

@@ -557,6 +557,8 @@ class NodeService:
 
     def _run_config(self, spec: dict[str, Any]) -> dict[str, Any]:
         cfg = json.loads(json.dumps(spec["config"]))
+        if spec["kind"] != "train":
+            return cfg  # a statistics job's query or task: no per-party training fields
         values, _ = self.policy.local_values(spec, self.me)
         for f, v in values.items():
             section, key = f.split(".", 1)
