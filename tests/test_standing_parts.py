@@ -48,6 +48,17 @@ def test_spec_normal_form_and_errors_name_the_field():
     assert e.value.field == "max_runs"
 
 
+def test_the_examples_tasks_pass_the_examples_policy(tmp_path):
+    from ringfl.standing.example import make_example
+
+    root = make_example(tmp_path, ports=(21901, 21902, 21903))
+    pol = Policy.load(root / "b" / "policy.toml")
+    cat = Catalog.load(root / "b" / "catalog.toml")
+    for name in ("task.toml", "analytics.toml"):
+        spec = load_spec_text((root / name).read_text(), name)
+        assert pol.check(spec, me="b", proposer="a", catalog=cat) == [], name
+
+
 def test_a_secure_task_needs_three_participants():
     for spec in (task_spec(["a", "b"]), analytics_spec(["a", "b"])):
         with pytest.raises(SpecError) as e:

@@ -181,6 +181,8 @@ class Policy:
                 if n > hi:
                     why.append(f"config.model: {n} parameters, over max_model_params = {hi}")
         for f, want in self.require.items():
+            if not train and f.split(".", 1)[0] in ("model", "train", "algorithm"):
+                continue  # a training setting: statistics jobs have none (and always mask)
             got = flat_get(spec["config"], f)
             if got != want:
                 why.append(f"config.{f}: must be {want!r} here, the task has {got!r}")
