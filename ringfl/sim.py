@@ -3,6 +3,7 @@ algorithms, membership and recovery code a real peer runs — driven over the de
 `MemoryNetwork` (the real protocol machines and wire format) on a virtual clock.
 
     result = simulate(topology.make("ring", 8), config)
+    result = simulate(graph, config, workload=lambda p: StatisticsWorkload(job[p], parties=n))
 
 Each round: every live party trains locally (sequentially, in this process; on the
 virtual clock a local step takes `step_s`, times a slow peer's factor), then all parties'
@@ -12,6 +13,11 @@ carried out on virtual time: crashes, restarts (the restarted party rejoins thro
 same join flags and handover as a real peer), false loss declarations, slow peers and
 links, partitions. Every round's contributors, dropped and admitted parties are in
 `SimResult.rounds`.
+
+Workloads: neural by default (the config's model, trained on the party's data); or any
+engine workload from `workload=` (a factory: party index -> its workload), e.g. a
+statistics job (`ringfl.engine.workload.StatisticsWorkload`), which runs until it is
+done (at most `train.rounds` rounds).
 
 Data: each party gets only its own data — one file each (`data.files`), or its part of a
 built-in dataset by the configured partitioner. Evaluation every `eval_every` rounds (and
@@ -29,7 +35,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +51,7 @@ from ringfl.data.parties import PeerData, prepare_data, summarize_parts
 from ringfl.engine.build import make_engine, neural_workload, ring_of, session_id
 from ringfl.engine.faults import Fault, FaultPlan, resolve
 from ringfl.engine.round import GlobalEval, RoundEngine, RoundRecord
-from ringfl.engine.workload import AuxWorkload, NeuralWorkload
+from ringfl.engine.workload import AuxWorkload, NeuralWorkload, Workload
 from ringfl.errors import ConfigError
 from ringfl.local import evaluate
 from ringfl.models import ModelSpec
@@ -90,7 +96,7 @@ class SimResult:
     comm_s: float
     wall_s: float
     engines: list[RoundEngine]
-    data: PeerData
+    data: PeerData | None  # None: workloads from a factory (no dataset of the config)
     rounds: list[dict[str, Any]] = field(default_factory=list)
     records: list[RoundRecord] = field(default_factory=list)
     alive: list[int] = field(default_factory=list)
@@ -99,6 +105,11 @@ class SimResult:
     baseline: BaselineResult | None = None
     out_dir: Path | None = None
     files: list[Path] = field(default_factory=list)
+
+    @property
+    def workloads(self) -> list[Workload]:
+        """Every party's workload (e.g. a `StatisticsWorkload`: `.result()`)."""
+        return [e.workload for e in self.engines]
 
     @property
     def learners(self) -> list[NeuralWorkload]:
@@ -161,11 +172,12 @@ class _Sim:
         self,
         graph: nx.Graph,
         config: Config,
-        data: PeerData,
+        data: PeerData | None,
         plan: FaultPlan,
         net: MemoryNetwork,
         model: ModelSpec | None,
         step_s: float,
+        workload: Callable[[int], Workload] | None = None,
     ) -> None:
         from ringfl.topology import mixing_rows, peers
 
@@ -175,6 +187,7 @@ class _Sim:
         self.net = net
         self.model = model
         self.step_s = step_s
+        self.workload = workload
         self.names = [str(v) for v in peers(graph)]
         self.n = n = len(self.names)
         self.name = config.algorithm.name
@@ -202,7 +215,12 @@ class _Sim:
         self._joining: dict[int, RoundEngine] = {}
 
     def _engine(self, p: int) -> RoundEngine:
-        w = neural_workload(p, self.config, self.data.parties[p], self.model)
+        w: Any
+        if self.workload is not None:
+            w = self.workload(p)
+        else:
+            assert self.data is not None
+            w = neural_workload(p, self.config, self.data.parties[p], self.model)
         return make_engine(
             p,
             self.n,
@@ -339,6 +357,10 @@ class _Sim:
         }
         return run, records, losses, compute
 
+    def done(self) -> bool:
+        """Whether the live parties' workload is done (a statistics job; all agree)."""
+        return any(self.engines[p].workload.done for p in self.alive)
+
     def _stop(self, p: int) -> None:
         self.alive.discard(p)
         self.stopped.add(p)
@@ -356,13 +378,16 @@ def simulate(
     data: PeerData | None = None,
     faults: Sequence[Fault] = (),
     step_s: float = 1e-3,
+    workload: Callable[[int], Workload] | None = None,
 ) -> SimResult:
     """Simulate `config` on `graph` (party i = i-th node). `model` overrides config.model
     (e.g. a factory); `out`: write metrics/plots there (None: write nothing);
     `baseline`: also train the centralized baseline at the same sample budget;
     `network`: the in-memory network (default: 50 us latency, 1 GB/s per link);
     `data`: pre-loaded `PeerData` (default: `prepare_data(config, N)`); `faults`: more
-    scheduled faults (added to `config.faults`); `step_s`: virtual seconds per local step."""
+    scheduled faults (added to `config.faults`); `step_s`: virtual seconds per local step;
+    `workload`: party index -> its engine workload (default: the config's neural model on
+    the party's data; then no dataset is loaded unless `data` is given)."""
     from tqdm.auto import tqdm
 
     from ringfl.topology import peers
@@ -371,10 +396,11 @@ def simulate(
     n = len(peers(graph))
     if n < 1:
         raise ConfigError("topology has no peers")
-    data = prepare_data(config, n) if data is None else data
+    if data is None and workload is None:
+        data = prepare_data(config, n)
     names = [str(v) for v in peers(graph)]
     plan = resolve([*config.faults, *faults], names)
-    sim = _Sim(graph, config, data, plan, network or MemoryNetwork(), model, step_s)
+    sim = _Sim(graph, config, data, plan, network or MemoryNetwork(), model, step_s, workload)
     setup_s, setup_bytes = sim.setup()
     rounds = config.train.rounds
     metrics: list[dict[str, Any]] = []
@@ -388,6 +414,8 @@ def simulate(
     pending_eval: dict[int, GlobalEval] = {}
     virtual = 0.0
     for r in bar:
+        if sim.done():
+            break
         t0 = time.perf_counter()
         run, recs, train_losses, compute = sim.round(r)
         t2 = time.perf_counter()
@@ -412,7 +440,7 @@ def simulate(
                 "virtual_s": run.virtual_time_s,
             }
         )
-        if (r + 1) % config.eval_every and r + 1 != rounds:
+        if (r + 1) % config.eval_every and r + 1 != rounds and not sim.done():
             continue
         row: dict[str, Any] = dict.fromkeys(METRIC_FIELDS)
         row.update(
@@ -427,9 +455,10 @@ def simulate(
             clipped=sum(x.clipped or 0 for x in recs.values()) if sim.secure else None,
         )
         live = [sim.engines[p] for p in sorted(sim.alive)]
-        if data.test is not None and sim.collective == "neighbours":
+        test = None if data is None else data.test
+        if test is not None and sim.collective == "neighbours":
             flats = [e.workload.get() for e in live]
-            evs = [evaluate(e.workload.model, data.test) for e in live]  # type: ignore[attr-defined]
+            evs = [evaluate(e.workload.model, test) for e in live]  # type: ignore[attr-defined]
             if scratch is None:
                 scratch = copy.deepcopy(live[0].workload.model)  # type: ignore[attr-defined]
             mean = np.stack(flats).astype(np.float64).mean(axis=0)
@@ -438,11 +467,11 @@ def simulate(
                 accuracy=float(np.mean([e.accuracy for e in evs])),
                 loss=float(np.mean([e.loss for e in evs])),
                 min_peer_accuracy=float(min(e.accuracy for e in evs)),
-                mean_model_accuracy=evaluate(scratch, data.test).accuracy,
+                mean_model_accuracy=evaluate(scratch, test).accuracy,
                 consensus_distance=consensus_distance(flats),
             )
-        elif data.test is not None and live:
-            ev = evaluate(live[0].workload.model, data.test)  # type: ignore[attr-defined]
+        elif test is not None and live:
+            ev = evaluate(live[0].workload.model, test)  # type: ignore[attr-defined]
             row.update(accuracy=ev.accuracy, loss=ev.loss)
         row["wall_s"] = time.perf_counter() - t_start
         metrics.append(row)
@@ -463,7 +492,7 @@ def simulate(
             if ge is not None and row["accuracy"] is None:
                 row.update(accuracy=ge.accuracy, loss=ge.loss)
     base = None
-    if baseline and data.test is not None:
+    if baseline and data is not None and data.test is not None:
         budget = sample_budget([len(p) for p in data.parts], config.train)
         from ringfl.engine.build import model_spec
 

@@ -33,9 +33,10 @@ def write_outputs(result: SimResult, out: Path) -> list[Path]:
             w.writerow({k: "" if v is None else v for k, v in row.items()})
     files[2].write_text(json.dumps(result.summary(), indent=1) + "\n")
     files[3].write_text(json.dumps(result.config.to_dict(), indent=1) + "\n")
-    result.data.summary.save_csv(out / "partition.csv")
-    result.data.summary.save_json(out / "partition.json")
-    files += [out / "partition.csv", out / "partition.json"]
+    if result.data is not None:
+        result.data.summary.save_csv(out / "partition.csv")
+        result.data.summary.save_json(out / "partition.json")
+        files += [out / "partition.csv", out / "partition.json"]
     files += plot_metrics(result, out)
     result.out_dir = out
     result.files = files

@@ -118,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         print("partition (samples per class):")
-        print(result.data.summary.table())
+        if result.data is not None:
+            print(result.data.summary.table())
     changed = any(r["dropped"] or r["admitted"] or r["stopped"] for r in result.rounds)
     if config.faults or changed:
         print("membership per round (rounds.jsonl):")

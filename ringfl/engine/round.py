@@ -5,7 +5,7 @@ network) and a real peer (`ringfl.peer.node`, ZeroMQ) drive it the same way:
     m = engine.setup_machine()            # ring modes: the secure sum of sample counts
     <run m with the others>; engine.finish_setup(m.result)
     engine.begin(round, members, session)
-    each round r:
+    each round r, until engine.finished(rounds):
         serve = engine.begin_round(r)     # members this party hands the start state to
         <send engine.handover(p) to each p in serve>
         engine.train(r)                   # local work (a driver may run it in a thread)
@@ -158,6 +158,11 @@ class RoundEngine:
     @property
     def members(self) -> list[int]:
         return self.membership.members
+
+    def finished(self, rounds: int) -> bool:
+        """Whether the run is over: `rounds` rounds done, or the workload is done (a
+        statistics job ends when its sums say so, on every member alike)."""
+        return self.round >= rounds or self.workload.done
 
     def weight(self) -> float:
         """This party's weight: n_i / T (ring modes), raw n_i (server), 0 (auxiliary)."""

@@ -28,13 +28,15 @@ MAX_COUNT = float(2**24)
 @dataclass(frozen=True)
 class SecureSettings:
     """What a party needs for masked sums: its masking key pair, every member's public
-    masking key, the clipping bound of the fixed-point inputs, and (tests) a source of
-    randomness for the round secrets."""
+    masking key, the clipping bound of the fixed-point inputs and their word size (32
+    bits for neural deltas; 64 for statistics, `ringfl.engine.scale`), and (tests) a
+    source of randomness for the round secrets."""
 
     keys: PeerKeys
     public_keys: Mapping[int, bytes | str]
     clip: float = 1.0
     entropy: Callable[[int], bytes] | None = None
+    bits: int = 32
 
 
 def ring_sum(
@@ -52,7 +54,7 @@ def ring_sum(
     overrides `secure.clip` (the setup sum of counts needs a wider range)."""
     if secure is None:
         return RetryingRingSum(peer, members, data, session=session, round=round_index)
-    masking = Masking(clip=secure.clip if clip is None else clip)
+    masking = Masking(bits=secure.bits, clip=secure.clip if clip is None else clip)
     extra = {} if secure.entropy is None else {"entropy": secure.entropy}
     return SecureRingAllReduce(
         peer,
