@@ -5,10 +5,10 @@ algorithms, membership and recovery code a real peer runs — driven over the de
     result = simulate(topology.make("ring", 8), config)
     result = simulate(graph, config, workload=lambda p: StatisticsWorkload(job[p], parties=n))
 
-Each round: every live party trains locally (sequentially, in this process; on the
-virtual clock a local step takes `step_s`, times a slow peer's factor), then all parties'
-collectives run together on the in-memory network, then every party's engine applies the
-result. A fault schedule (`config.faults` and `faults=`; `ringfl.engine.faults`) is
+Each round: every live party trains locally (on a compute backend, `ringfl.compute`:
+in this process, on local worker processes, or on Ray; on the virtual clock a local step
+takes `step_s`, times a slow peer's factor), then all parties' collectives run together
+on the in-memory network, in this process, then every party's engine applies the result. A fault schedule (`config.faults` and `faults=`; `ringfl.engine.faults`) is
 carried out on virtual time: crashes, restarts (the restarted party rejoins through the
 same join flags and handover as a real peer), false loss declarations, slow peers and
 links, partitions. Every round's contributors, dropped and admitted parties are in
@@ -27,7 +27,8 @@ accuracy of the mean model and the consensus distance); with per-party validatio
 the ring's secure sum of (correct, total, loss) as real peers report it.
 
 Determinism: the same config and schedule give the same numbers, bit for bit, apart from
-wall times. torch threads are the caller's (entry points set them).
+wall times, on every compute backend and worker count (at one torch thread per training
+process: workers use one; `inline` uses the caller's threads, which entry points set).
 """
 
 from __future__ import annotations
@@ -46,12 +47,13 @@ import numpy as np
 from ringfl.algorithms import REGISTRY, masks, set_flat
 from ringfl.baselines import BaselineResult, centralized, sample_budget
 from ringfl.collective.events import Machine
+from ringfl.compute import Backend, BackendSpec, SimWorkload, TrainJob, open_backend
 from ringfl.config import Config
 from ringfl.data.parties import PeerData, prepare_data, summarize_parts
-from ringfl.engine.build import make_engine, neural_workload, ring_of, session_id
+from ringfl.engine.build import make_engine, model_spec, ring_of, session_id
 from ringfl.engine.faults import Fault, FaultPlan, resolve
 from ringfl.engine.round import GlobalEval, RoundEngine, RoundRecord
-from ringfl.engine.workload import AuxWorkload, NeuralWorkload, Workload
+from ringfl.engine.workload import AuxWorkload, Workload
 from ringfl.errors import ConfigError
 from ringfl.local import evaluate
 from ringfl.models import ModelSpec
@@ -105,6 +107,8 @@ class SimResult:
     baseline: BaselineResult | None = None
     out_dir: Path | None = None
     files: list[Path] = field(default_factory=list)
+    backend: str = "inline"  # where local training ran (`ringfl.compute`)
+    workers: int = 1
 
     @property
     def workloads(self) -> list[Workload]:
@@ -112,7 +116,7 @@ class SimResult:
         return [e.workload for e in self.engines]
 
     @property
-    def learners(self) -> list[NeuralWorkload]:
+    def learners(self) -> list[SimWorkload]:
         """The live parties' workloads (model, `flat()`, `state_hash()`)."""
         return [self.engines[p].workload for p in self.alive]  # type: ignore[misc]
 
@@ -132,6 +136,8 @@ class SimResult:
             "setup_s": self.setup_s,
             "setup_bytes_per_peer": self.setup_bytes_per_peer,
             "wall_s": self.wall_s,
+            "backend": self.backend,
+            "workers": self.workers,
             "faults": len(self.config.faults),
             "baseline": None
             if b is None
@@ -177,6 +183,7 @@ class _Sim:
         net: MemoryNetwork,
         model: ModelSpec | None,
         step_s: float,
+        trainers: Backend,
         workload: Callable[[int], Workload] | None = None,
     ) -> None:
         from ringfl.topology import mixing_rows, peers
@@ -187,6 +194,7 @@ class _Sim:
         self.net = net
         self.model = model
         self.step_s = step_s
+        self.trainers = trainers
         self.workload = workload
         self.names = [str(v) for v in peers(graph)]
         self.n = n = len(self.names)
@@ -215,12 +223,8 @@ class _Sim:
         self._joining: dict[int, RoundEngine] = {}
 
     def _engine(self, p: int) -> RoundEngine:
-        w: Any
-        if self.workload is not None:
-            w = self.workload(p)
-        else:
-            assert self.data is not None
-            w = neural_workload(p, self.config, self.data.parties[p], self.model)
+        # a new incarnation: initial model, fresh optimiser
+        w: Any = self.workload(p) if self.workload is not None else self.trainers.workload(p)
         return make_engine(
             p,
             self.n,
@@ -309,8 +313,7 @@ class _Sim:
         engines = self._all()
         t0 = time.perf_counter()
         losses, steps = [], {}
-        for p, e in engines.items():
-            st = e.train(r)
+        for p, st in self.trainers.train_round(r, engines).items():
             if p < self.n:
                 losses.append(st.loss)
                 steps[p] = st.steps
@@ -379,6 +382,7 @@ def simulate(
     faults: Sequence[Fault] = (),
     step_s: float = 1e-3,
     workload: Callable[[int], Workload] | None = None,
+    backend: BackendSpec = "auto",
 ) -> SimResult:
     """Simulate `config` on `graph` (party i = i-th node). `model` overrides config.model
     (e.g. a factory); `out`: write metrics/plots there (None: write nothing);
@@ -387,7 +391,47 @@ def simulate(
     `data`: pre-loaded `PeerData` (default: `prepare_data(config, N)`); `faults`: more
     scheduled faults (added to `config.faults`); `step_s`: virtual seconds per local step;
     `workload`: party index -> its engine workload (default: the config's neural model on
-    the party's data; then no dataset is loaded unless `data` is given)."""
+    the party's data; then no dataset is loaded unless `data` is given). `backend`: where
+    the parties' local training runs — "auto", "inline", "processes",
+    "ray" or a spec from `ringfl.compute` (the results are the same bits on each)."""
+    from ringfl.topology import peers
+
+    n = len(peers(graph))
+    if n < 1:
+        raise ConfigError("topology has no peers")
+    # workers start now and load torch while this process loads the data
+    with open_backend(backend, n) as trainers:
+        return _simulate(
+            graph,
+            config,
+            model=model,
+            out=out,
+            baseline=baseline,
+            progress=progress,
+            network=network,
+            data=data,
+            faults=faults,
+            step_s=step_s,
+            trainers=trainers,
+            workload=workload,
+        )
+
+
+def _simulate(
+    graph: nx.Graph,
+    config: Config,
+    *,
+    model: ModelSpec | None,
+    out: str | Path | None,
+    baseline: bool,
+    progress: bool,
+    network: MemoryNetwork | None,
+    data: PeerData | None,
+    faults: Sequence[Fault],
+    step_s: float,
+    trainers: Backend,
+    workload: Callable[[int], Workload] | None,
+) -> SimResult:
     from tqdm.auto import tqdm
 
     from ringfl.topology import peers
@@ -396,11 +440,27 @@ def simulate(
     n = len(peers(graph))
     if n < 1:
         raise ConfigError("topology has no peers")
-    if data is None and workload is None:
-        data = prepare_data(config, n)
+    if workload is None:
+        data = prepare_data(config, n) if data is None else data
+        if len(data.parties) != n:
+            raise ConfigError(f"data: {len(data.parties)} parties for {n} peers")
+        try:
+            job = TrainJob.of(config, model_spec(config, model), data.parts)
+        except ValueError as exc:
+            raise ConfigError(f"data: {exc}") from None
+        held = trainers.load(job, data.parts, [p.val for p in data.parties])
+        # the backend may hold the training sets in shared memory: keep only that copy
+        data = dataclasses.replace(
+            data,
+            parties=[
+                dataclasses.replace(d, train=t) for d, t in zip(data.parties, held, strict=True)
+            ],
+        )
     names = [str(v) for v in peers(graph)]
     plan = resolve([*config.faults, *faults], names)
-    sim = _Sim(graph, config, data, plan, network or MemoryNetwork(), model, step_s, workload)
+    sim = _Sim(
+        graph, config, data, plan, network or MemoryNetwork(), model, step_s, trainers, workload
+    )
     setup_s, setup_bytes = sim.setup()
     rounds = config.train.rounds
     metrics: list[dict[str, Any]] = []
@@ -494,8 +554,6 @@ def simulate(
     base = None
     if baseline and data is not None and data.test is not None:
         budget = sample_budget([len(p) for p in data.parts], config.train)
-        from ringfl.engine.build import model_spec
-
         base = centralized(
             data.pooled,
             data.test,
@@ -526,6 +584,8 @@ def simulate(
         setup_s=setup_s,
         setup_bytes_per_peer=setup_bytes,
         baseline=base,
+        backend=trainers.name,
+        workers=trainers.workers,
     )
     if out is not None:
         write_outputs(result, Path(out))

@@ -1,6 +1,13 @@
 """`ringfl simulate`: N peers in one process over the in-memory network.
 
     ringfl simulate --topology FILE --config FILE [--out DIR] [--no-baseline] [--threads N] [--quiet]
+                    [--backend auto|inline|processes|ray] [--workers N]
+                    [--ray-address ADDR] [--ray-num-cpus C] [--ray-num-gpus G]
+
+Local training runs on a compute backend (`ringfl.compute`): `auto` (the default) uses
+worker processes when more than one core is free, else this process; `ray` runs each
+party's training as a Ray task on a cluster (`--ray-address`) or a local Ray instance.
+The results are the same bits on every backend.
 
 Writes metrics.jsonl, metrics.csv, rounds.jsonl (who started, contributed to, was dropped
 from, admitted after and stopped in each round), summary.json, config.json,
@@ -35,8 +42,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threads",
         type=int,
+        default=1,
         metavar="N",
-        help="torch threads (default: torch's; use 1 when several runs share the cores)",
+        help="torch threads of this process (default 1, as every worker uses: results are "
+        "bit-identical across backends only at equal thread counts)",
+    )
+    from ringfl.compute import BACKENDS
+
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="where local training runs (default auto: worker processes when more than "
+        "one core is free, else this process)",
+    )
+    p.add_argument("--workers", type=int, metavar="N", help="processes backend: worker processes")
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="ray backend: the cluster to join (e.g. auto, ray://HEAD:10001; "
+        "default: a new local Ray instance)",
+    )
+    p.add_argument(
+        "--ray-num-cpus",
+        type=float,
+        default=1.0,
+        metavar="C",
+        help="ray backend: CPUs Ray reserves per party's training task (default 1)",
+    )
+    p.add_argument(
+        "--ray-num-gpus",
+        type=float,
+        default=0.0,
+        metavar="G",
+        help="ray backend: GPUs Ray reserves per party's training task (default 0)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar or partition table")
     p.set_defaults(handler=run)
@@ -92,29 +131,57 @@ def membership_rows(result) -> list[list[str]]:
     ]
 
 
+def backend_spec(args: argparse.Namespace):
+    """The compute backend the arguments ask for (`ringfl.compute`)."""
+    from ringfl.compute import Processes, Ray
+    from ringfl.errors import ConfigError
+
+    if args.workers is not None:
+        if args.workers < 1:
+            raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+        if args.backend not in ("processes", "auto"):
+            raise ConfigError(f"--workers is for --backend processes, not {args.backend}")
+        return Processes(workers=args.workers)
+    ray_opts = args.ray_address is not None or args.ray_num_cpus != 1.0 or args.ray_num_gpus
+    if ray_opts and args.backend != "ray":
+        raise ConfigError("--ray-address/--ray-num-cpus/--ray-num-gpus need --backend ray")
+    if args.backend == "ray":
+        if args.ray_num_cpus < 0 or args.ray_num_gpus < 0:
+            raise ConfigError("--ray-num-cpus and --ray-num-gpus must be >= 0")
+        return Ray(address=args.ray_address, num_cpus=args.ray_num_cpus, num_gpus=args.ray_num_gpus)
+    return args.backend
+
+
 def run(args: argparse.Namespace) -> int:
     from ringfl import topology
     from ringfl.config import load_config
     from ringfl.errors import ConfigError
     from ringfl.sim import simulate
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-        import torch
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    import torch
 
-        torch.set_num_threads(args.threads)
+    # this process's setting, at its entry point (workers set their own: one thread)
+    torch.set_num_threads(args.threads)
+    backend = backend_spec(args)
     config = load_config(args.config)
     graph = topology.load(args.topology)
     out = args.out or config.output
     if not args.quiet:
         print(
             f"ringfl simulate: {len(topology.peers(graph))} peers, {config.algorithm.name}, "
-            f"{config.data.dataset}, {config.train.rounds} rounds -> {out}",
+            f"{config.data.dataset}, {config.train.rounds} rounds -> {out} "
+            f"(local training: {args.backend})",
             file=sys.stderr,
         )
     result = simulate(
-        graph, config, out=out, baseline=not args.no_baseline, progress=not args.quiet
+        graph,
+        config,
+        out=out,
+        baseline=not args.no_baseline,
+        progress=not args.quiet,
+        backend=backend,
     )
     if not args.quiet:
         print("partition (samples per class):")
@@ -125,5 +192,7 @@ def run(args: argparse.Namespace) -> int:
         print("membership per round (rounds.jsonl):")
         print(format_table(ROUND_HEADERS, membership_rows(result)))
     print(format_table(RESULT_HEADERS, results_rows(result)))
+    workers = "" if result.workers == 1 else f", {result.workers} at a time"
+    print(f"local training ran on the {result.backend} backend{workers}")
     print(f"wrote {', '.join(p.name for p in result.files)} to {result.out_dir}")
     return 0

@@ -6,7 +6,7 @@ built-in dataset with a partitioner (parties simulated from one public dataset).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +77,13 @@ def party_files(
 def builtin_split(config: Config, num_peers: int) -> tuple[list[Dataset], Dataset, Dataset]:
     """A built-in dataset split among `num_peers` simulated parties by the configured
     partitioner: (parts, test set, pooled training data held by some party)."""
+    parts, test, pooled = _split(config, num_peers)
+    return parts, test, pooled()
+
+
+def _split(config: Config, num_peers: int) -> tuple[list[Dataset], Dataset, Callable[[], Dataset]]:
+    """`builtin_split`, with the pooled data as a function that rebuilds it from the
+    parts (so that only the parts stay in memory until it is needed)."""
     from ringfl.partition import partition
 
     dc = config.data
@@ -99,7 +106,18 @@ def builtin_split(config: Config, num_peers: int) -> tuple[list[Dataset], Datase
     )
     parts = [train.subset(i, f"peer{k}") for k, i in enumerate(idx)]
     held = np.unique(np.concatenate(idx))
-    pooled = train if len(held) == len(train) else train.subset(held, "pooled")
+    name = train.name if len(held) == len(train) else "pooled"
+    where = [np.searchsorted(held, i) for i in idx]
+    del train
+
+    def pooled() -> Dataset:
+        # the same array as train[held]: every held sample comes from some part
+        x = np.empty((len(held), *parts[0].input_shape), dtype=parts[0].x.dtype)
+        y = np.empty(len(held), dtype=parts[0].y.dtype)
+        for d, pos in zip(parts, where, strict=True):
+            x[pos], y[pos] = d.x, d.y
+        return Dataset(x, y, parts[0].num_classes, name)
+
     return parts, test, pooled
 
 
@@ -130,13 +148,21 @@ def load_party(
 
 @dataclass
 class PeerData:
-    """Every simulated party's own data, the public test set (if any), and the split."""
+    """Every simulated party's own data, the public test set (if any), and the split.
+    `pooled` (every training sample held by some party, once: the centralized
+    baseline's data) may be given as a function that builds it when first used."""
 
     parties: list[PartyData]
     test: Dataset | None
     num_classes: int
     summary: PartitionSummary
-    pooled: Dataset  # every training sample held by some party, once (centralized baseline)
+    _pooled: Dataset | Callable[[], Dataset]
+
+    @property
+    def pooled(self) -> Dataset:
+        if not isinstance(self._pooled, Dataset):
+            self._pooled = self._pooled()
+        return self._pooled
 
     @property
     def parts(self) -> list[Dataset]:
@@ -156,9 +182,12 @@ def prepare_data(config: Config, num_peers: int) -> PeerData:
             [len(p.train) for p in parties],
             [np.bincount(p.train.y, minlength=k).tolist() for p in parties],
         )
-        pooled = Dataset.concat([Dataset(p.train.x, p.train.y, k, "") for p in parties])
-        return PeerData(parties, parties[0].test, k, summary, pooled)
-    parts, test, pooled = builtin_split(config, num_peers)
+
+        def concat() -> Dataset:  # built when first used: the parties' files, once more
+            return Dataset.concat([Dataset(p.train.x, p.train.y, k, "") for p in parties])
+
+        return PeerData(parties, parties[0].test, k, summary, concat)
+    parts, test, pooled = _split(config, num_peers)
     k = test.num_classes
     idx_summary = summarize_parts(parts, k)
     return PeerData([PartyData(p, None, test, k) for p in parts], test, k, idx_summary, pooled)

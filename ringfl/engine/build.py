@@ -18,7 +18,12 @@ from ringfl.engine.faults import FaultPlan
 from ringfl.engine.round import RoundEngine
 from ringfl.engine.scale import STAT_BITS, STAT_CLIP
 from ringfl.engine.sums import SecureSettings
-from ringfl.engine.workload import AuxWorkload, NeuralWorkload, StatisticsWorkload
+from ringfl.engine.workload import (
+    AuxWorkload,
+    ClassifierWorkload,
+    NeuralWorkload,
+    StatisticsWorkload,
+)
 from ringfl.local import LocalTrainer
 from ringfl.models import ModelSpec, build_model
 from ringfl.secure.keys import PeerKeys
@@ -75,7 +80,7 @@ def make_engine(
     peer: int,
     n_peers: int,
     config: Config,
-    workload: NeuralWorkload | AuxWorkload | StatisticsWorkload,
+    workload: ClassifierWorkload | AuxWorkload | StatisticsWorkload,
     *,
     order: Sequence[int] | None = None,
     row: Mapping[int, float] | None = None,

@@ -61,6 +61,13 @@ class EvalCounts:
     loss_sum: float
 
 
+def eval_counts(model: nn.Module, val: Dataset) -> EvalCounts:
+    """`model` evaluated on `val`, as the sums that may leave a party."""
+    ev = evaluate(model, val)
+    n = float(ev.samples)
+    return EvalCounts(correct=round(ev.accuracy * n), total=n, loss_sum=ev.loss * n)
+
+
 class Workload(Protocol):
     """One party's side of a federated job (see the module docstring)."""
 
@@ -95,6 +102,14 @@ class Workload(Protocol):
         """True when the job is finished before the configured number of rounds (the
         same on every member: decided from sums only)."""
         ...
+
+
+class ClassifierWorkload(Workload, Protocol):
+    """A workload whose model has a number of output classes (the setup sum checks that
+    all parties agree on it)."""
+
+    @property
+    def num_classes(self) -> int: ...
 
 
 class NeuralWorkload:
@@ -146,9 +161,7 @@ class NeuralWorkload:
     def evaluate(self) -> EvalCounts | None:
         if self.val is None or len(self.val) == 0:
             return None
-        ev = evaluate(self.model, self.val)
-        n = float(ev.samples)
-        return EvalCounts(correct=round(ev.accuracy * n), total=n, loss_sum=ev.loss * n)
+        return eval_counts(self.model, self.val)
 
     # conveniences for drivers and tests
     def flat(self) -> np.ndarray:
@@ -344,6 +357,7 @@ class StatisticsWorkload:
 
 __all__ = [
     "AuxWorkload",
+    "ClassifierWorkload",
     "EvalCounts",
     "LocalStats",
     "NeuralWorkload",

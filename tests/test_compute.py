@@ -1,0 +1,272 @@
+"""Compute backends (`ringfl.compute`): the simulator's local training on the driver, on
+worker processes, gives the same bits; worker failures are reported, never waited on."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ringfl.compute import Inline, Processes, choose, free_cores, open_backend, usable_cores
+from ringfl.compute.job import TrainJob
+from ringfl.config import config_from_dict
+from ringfl.data import load_digits
+from ringfl.errors import ConfigError
+from ringfl.sim import simulate
+from ringfl.topology import make
+
+pytestmark = pytest.mark.timeout(240)
+
+CRASH_AND_RESTART = [
+    {"kind": "crash", "node": "2", "round": 1, "after_sends": 2},
+    {"kind": "restart", "node": "2", "round": 3},
+]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Workers train with one torch thread: so does `inline` here, for the same bits."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def config(**over):
+    raw = {
+        "seed": 4,
+        "data": {"dataset": "digits", "train_subset": 500, "test_subset": 200},
+        "partition": {"name": "dirichlet", "alpha": 0.5, "min_size": 20},
+        "model": {"name": "mlp"},
+        "train": {"rounds": 4, "local_steps": 3, "batch_size": 16, "lr": 0.05, "momentum": 0.9},
+        "algorithm": {"name": "ring", "secure": True},
+    }
+    raw.update(over)
+    return config_from_dict(raw)
+
+
+def outcome(result):
+    """Everything a run decides: every party's final state, metrics and membership."""
+    states = {p: e.workload.get().tobytes() for p, e in enumerate(result.engines)}
+    metrics = [{k: v for k, v in m.items() if not k.endswith("_s")} for m in result.metrics]
+    return states, metrics, result.rounds
+
+
+CASES = {
+    # secure ring with momentum; party 2 crashes in round 1 and restarts afresh in round 3
+    "secure-ring-restart": (config(faults=CRASH_AND_RESTART), "ring", 5),
+    # gossip: every party holds its own model; FedProx term on
+    "gossip-torus": (
+        config(
+            algorithm={"name": "gossip", "secure": False},
+            train={"rounds": 3, "local_steps": 2, "batch_size": 16, "lr": 0.05, "prox_mu": 0.1},
+        ),
+        "torus",
+        6,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_backends_and_worker_counts_give_identical_results(name):
+    cfg, kind, n = CASES[name]
+    g = make(kind, n)
+    ref = simulate(g, cfg, progress=False, baseline=False, backend=Inline())
+    assert ref.backend == "inline"
+    want = outcome(ref)
+    if kind == "ring":
+        assert ref.rounds[1]["dropped"] == ["2"] and ref.rounds[3]["admitted"] == []
+        assert "2" in ref.rounds[3]["members"]
+    for workers, start in ((1, "spawn"), (3, "fork")):
+        backend = Processes(workers, start=start)
+        got = simulate(g, cfg, progress=False, baseline=False, backend=backend)
+        assert (got.backend, got.workers) == ("processes", workers)
+        assert outcome(got) == want, (name, workers, start)
+
+
+def test_ring_parties_share_one_model_between_rounds():
+    r = simulate(make("ring", 5), config(), progress=False, baseline=False, backend="inline")
+    store = r.engines[0].workload.store
+    assert len({id(store.states[p]) for p in range(5)}) == 1
+    assert not store.states[0].flags.writeable  # shared: nobody may write it
+
+
+class CountedNet(nn.Module):
+    """A model with an integer buffer (as BatchNorm's counter): it must follow each party
+    through the workers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU())
+        self.head = nn.Linear(16, 10)
+        self.register_buffer("seen", torch.zeros((), dtype=torch.int64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.seen += x.shape[0]
+        return self.head(self.body(x)) + 0.0 * self.seen
+
+
+def test_integer_buffers_travel_with_their_party():
+    cfg = config(train={"rounds": 2, "local_steps": 3, "batch_size": 16, "lr": 0.05})
+    g = make("ring", 3)
+    a = simulate(g, cfg, model=CountedNet, progress=False, baseline=False, backend="inline")
+    b = simulate(g, cfg, model=CountedNet, progress=False, baseline=False, backend=Processes(2))
+    assert outcome(a) == outcome(b)
+    for r in (a, b):
+        counts = [int(w.model.seen) for w in r.learners]
+        assert counts == [2 * 3 * 16] * 3  # 2 rounds x 3 steps x 16 samples, per party
+        assert all(int(w.model.body[2].num_batches_tracked) == 6 for w in r.learners)
+
+
+def test_a_factory_defined_in_a_function_reaches_the_workers():
+    hidden = 24  # captured: cloudpickle ships the closure by value
+
+    def factory():
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+    cfg = config(train={"rounds": 2, "local_steps": 2, "batch_size": 16, "lr": 0.05})
+    g = make("ring", 3)
+    a = simulate(g, cfg, model=factory, progress=False, baseline=False, backend="inline")
+    spawned = Processes(2, start="spawn")  # the closure travels by cloudpickle
+    b = simulate(g, cfg, model=factory, progress=False, baseline=False, backend=spawned)
+    assert outcome(a) == outcome(b)
+    assert a.learners[0].model[1].out_features == hidden
+
+
+def failing_factory(driver: int, how: str):
+    def factory():
+        class Net(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.fc = nn.Linear(64, 10)
+
+            def forward(self, x):
+                if os.getpid() != driver:  # only in a worker
+                    if how == "raise":
+                        raise ValueError("broken model in the worker")
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return self.fc(x.flatten(1))
+
+        return Net()
+
+    return factory
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+@pytest.mark.parametrize("how", ["raise", "die"])
+def test_a_failing_or_dying_worker_is_reported(how, start):
+    cfg = config(train={"rounds": 2, "local_steps": 2, "batch_size": 16, "lr": 0.05})
+    factory = failing_factory(os.getpid(), how)
+    want = "broken model in the worker" if how == "raise" else "worker .* exited"
+    with pytest.raises(RuntimeError, match=want):
+        backend = Processes(2, start=start)
+        simulate(make("ring", 3), cfg, model=factory, progress=False, backend=backend)
+
+
+def test_workers_start_and_stop_with_the_backend():
+    train, _ = load_digits(seed=0)
+    parts = [train.subset(np.arange(p * 50, (p + 1) * 50)) for p in range(2)]
+    job = TrainJob.of(config(), "logreg", parts)
+    for start in ("fork", "spawn"):
+        backend = open_backend(Processes(2, start=start), parties=2)
+        with backend:
+            backend.load(job, parts, [None, None])
+            workers = backend._pool  # type: ignore[attr-defined]
+            assert [w.poll() for w in workers] == [None, None]
+            assert backend.start == start  # type: ignore[attr-defined]
+        assert all(w.poll() == 0 for w in workers)  # stopped cleanly
+    with open_backend(Processes(8), parties=2) as capped:
+        assert capped.workers == 2  # never more workers than parties
+
+
+def test_backend_names():
+    assert isinstance(choose("inline", 4), Inline)
+    assert isinstance(choose("processes", 4), Processes)
+    assert isinstance(choose("auto", 1), Inline)  # one party: nothing to spread
+    assert isinstance(choose("auto", 4), Inline | Processes)
+    assert 0 <= free_cores() <= usable_cores()
+    with pytest.raises(ConfigError, match="unknown compute backend 'gpu'"):
+        choose("gpu", 4)
+
+
+CLI_CONFIG = """
+seed = 2
+[data]
+dataset = "digits"
+train_subset = 400
+test_subset = 200
+[model]
+name = "mlp"
+[train]
+rounds = 2
+local_steps = 3
+lr = 0.05
+momentum = 0.9
+batch_size = 16
+[algorithm]
+name = "ring"
+secure = true
+"""
+
+
+def test_cli_processes_backend_matches_inline_in_process(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ringfl.config import load_config
+    from ringfl.topology import save
+
+    save(make("ring", 3), tmp_path / "ring3.json")
+    (tmp_path / "exp.toml").write_text(CLI_CONFIG)
+    root = Path(__file__).resolve().parents[1]
+    args = ["--topology", "ring3.json", "--config", "exp.toml", "--no-baseline", "--quiet"]
+    p = subprocess.run(
+        [sys.executable, "-m", "ringfl", "simulate", *args, "--out", "out"]
+        + ["--backend", "processes", "--workers", "2"],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(root)),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert p.returncode == 0, p.stderr
+    assert "local training ran on the processes backend, 2 at a time" in p.stdout
+    rows = [json.loads(x) for x in (tmp_path / "out/metrics.jsonl").read_text().splitlines()]
+    ref = simulate(
+        make("ring", 3),
+        load_config(tmp_path / "exp.toml"),
+        progress=False,
+        baseline=False,
+        backend="inline",
+    )
+    assert [(r["accuracy"], r["loss"]) for r in rows] == [
+        (m["accuracy"], m["loss"]) for m in ref.metrics
+    ]
+    summary = json.loads((tmp_path / "out/summary.json").read_text())
+    assert (summary["backend"], summary["workers"]) == ("processes", 2)
+
+
+@pytest.mark.parametrize(
+    ("extra", "error"),
+    [
+        (["--workers", "0"], "--workers must be >= 1"),
+        (["--backend", "inline", "--workers", "2"], "--workers is for --backend processes"),
+        (["--ray-address", "auto"], "need --backend ray"),
+    ],
+)
+def test_cli_backend_options_are_checked(tmp_path, capsys, monkeypatch, extra, error):
+    from ringfl.cli import main
+    from ringfl.topology import save
+
+    monkeypatch.chdir(tmp_path)
+    save(make("ring", 2), tmp_path / "ring2.json")
+    (tmp_path / "exp.toml").write_text(CLI_CONFIG)
+    assert main(["simulate", "--topology", "ring2.json", "--config", "exp.toml", *extra]) == 1
+    assert error in capsys.readouterr().err
