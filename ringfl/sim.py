@@ -43,12 +43,14 @@ from ringfl.collective.events import Machine
 from ringfl.config import Config
 from ringfl.data.parties import PeerData, prepare_data, summarize_parts
 from ringfl.engine.build import make_engine, neural_workload, ring_of, session_id
+from ringfl.engine.failure import AdaptiveDeadline, DeadlinePolicy
 from ringfl.engine.faults import Fault, FaultPlan, resolve
-from ringfl.engine.round import GlobalEval, RoundEngine, RoundRecord
+from ringfl.engine.round import GlobalEval, Handover, RoundEngine, RoundRecord
 from ringfl.engine.workload import AuxWorkload, NeuralWorkload
 from ringfl.errors import ConfigError
 from ringfl.local import evaluate
 from ringfl.models import ModelSpec
+from ringfl.sim_clock import Availability, training_s
 from ringfl.transport.memory import Crash, Cut, MemoryNetwork, RunResult
 
 METRIC_FIELDS = (
@@ -66,9 +68,20 @@ METRIC_FIELDS = (
     "compute_s",
     "comm_s",
     "virtual_comm_s",
+    "time_s",
     "wall_s",
 )
-ROUND_FIELDS = ("round", "members", "contributors", "dropped", "admitted", "stopped", "virtual_s")
+ROUND_FIELDS = (
+    "round",
+    "members",
+    "contributors",
+    "dropped",
+    "admitted",
+    "stopped",
+    "offline",
+    "virtual_s",
+    "time_s",
+)
 
 
 @dataclass
@@ -166,7 +179,9 @@ class _Sim:
         net: MemoryNetwork,
         model: ModelSpec | None,
         step_s: float,
+        availability: Availability | None = None,
     ) -> None:
+        from ringfl.sim_clock import speeds
         from ringfl.topology import mixing_rows, peers
 
         self.config = config
@@ -200,6 +215,18 @@ class _Sim:
         self.alive: set[int] = set(range(n))
         self.stopped: set[int] = set()
         self._joining: dict[int, RoundEngine] = {}
+        # the clock: speeds, availability, the engine's deadlines, simulated seconds so far
+        self.speeds = speeds(graph)
+        self.availability = availability or Availability()
+        self.deadlines: dict[int, AdaptiveDeadline] | None = (
+            {p: AdaptiveDeadline(DeadlinePolicy()) for p in range(n + 1)}
+            if config.clock.deadlines == "engine"
+            else None
+        )
+        self.clock = 0.0
+        self.away: set[int] = set()  # went offline or were declared stragglers: may rejoin
+        if not self.availability.empty and collective == "star":
+            raise ConfigError("clock: the server baseline has no recovery; no availability trace")
 
     def _engine(self, p: int) -> RoundEngine:
         w = neural_workload(p, self.config, self.data.parties[p], self.model)
@@ -246,6 +273,44 @@ class _Sim:
                     self.engines[q].peers_lost({p}, self.engines[q].round)
         return back
 
+    def _rejoins(self, r: int) -> list[int]:
+        """Parties that were away (offline, or declared stragglers) and are online when
+        round r starts. Ring modes: a fresh engine whose join request reaches every live
+        party before round r's payload is built (a member from round r + 1, as a restart).
+        Gossip: it takes a live neighbour's model and mixes again from round r."""
+        back = [
+            p
+            for p in sorted(self.away)
+            if p not in self._joining and self.availability.online(p, self.clock)
+        ]
+        ring = []
+        for p in back:
+            if self.collective == "neighbours":
+                assert self.rows is not None
+                nbrs = [q for q in sorted(self.rows[p]) if q != p and q in self.alive]
+                if not nbrs:
+                    continue
+                self.away.discard(p)
+                self.engines[p] = e = self._engine(p)
+                model = self.engines[nbrs[0]].workload.get()
+                e.accept_handover(Handover(r, (nbrs[0], p), model, 0.0), self.session)
+                for q in sorted(self.alive):
+                    self.engines[q].join_request(p, incarnation=r)
+                self.alive.add(p)
+                if self.deadlines is not None:
+                    self.deadlines[p] = AdaptiveDeadline(DeadlinePolicy())
+                continue
+            self.away.discard(p)
+            self.engines[p] = self._engine(p)
+            self._joining[p] = self.engines[p]
+            if self.deadlines is not None:
+                self.deadlines[p] = AdaptiveDeadline(DeadlinePolicy())
+            for q in sorted(self.alive):
+                if self.engines[q].join_request(p, incarnation=r + 1):
+                    self.engines[q].peers_lost({p}, self.engines[q].round)
+            ring.append(p)
+        return ring
+
     def _wrong_losses(self, r: int) -> list[int]:
         """A false declaration before round r: every live party learns that `lost` is gone
         (the LOST notice goes to everyone, the victim too), and the victim, told it was
@@ -271,6 +336,7 @@ class _Sim:
     def round(self, r: int) -> tuple[RunResult, dict[int, RoundRecord], list[float], float]:
         for p in self._restarts(r):
             self._joining[p] = self.engines[p]
+        self._rejoins(r)
         self._wrong_losses(r)
         engines = self._all()
         handovers = {}
@@ -289,16 +355,24 @@ class _Sim:
             if e.stop_reason is not None:
                 self._stop(p)
         engines = self._all()
+        # availability: offline at the round's start, or going offline during it
+        offline_at = {
+            p: t - self.clock
+            for p in engines
+            if p < self.n and (t := self.availability.next_offline(p, self.clock)) is not None
+        }
         t0 = time.perf_counter()
         losses, steps = [], {}
         for p, e in engines.items():
+            if offline_at.get(p, 1.0) <= 0:
+                continue  # offline: it does not train
             st = e.train(r)
             if p < self.n:
                 losses.append(st.loss)
                 steps[p] = st.steps
         compute = time.perf_counter() - t0
         machines: dict[int, Machine] = {p: e.round_machine(r) for p, e in engines.items()}
-        faults: list[Any] = []
+        faults: list[Any] = [Crash(p, at_s=t) for p, t in offline_at.items()]
         for p in engines:
             k = self.plan.crash_at(p, r)
             if k is not None:
@@ -310,7 +384,13 @@ class _Sim:
         if cut is not None:
             faults.append(Cut(frozenset(cut)))
         start_at = {
-            p: self.step_s * steps.get(p, 0) * self.plan.slow_peers.get(p, 1.0) for p in engines
+            p: training_s(
+                steps.get(p, 0),
+                self.step_s,
+                self.speeds[p] if p < self.n else 1.0,
+                self.plan.slow_peers.get(p, 1.0),
+            )
+            for p in engines
         }
 
         def on_lost(p: int, lost: frozenset[int]) -> bool:
@@ -327,9 +407,13 @@ class _Sim:
             start_at=start_at,
             link_factor=dict(self.plan.slow_links),
             absent=[p for p in range(self.n) if p not in engines],
+            deadlines=self.deadlines,
         )
+        self.clock += run.virtual_time_s
         for p in run.dead:
             self.alive.discard(p)
+            if p in offline_at or p in run.declared:
+                self.away.add(p)
         for p in run.stopped:
             self._stop(p)
         records = {
@@ -355,14 +439,18 @@ def simulate(
     network: MemoryNetwork | None = None,
     data: PeerData | None = None,
     faults: Sequence[Fault] = (),
-    step_s: float = 1e-3,
+    step_s: float | None = None,
+    availability: Availability | None = None,
 ) -> SimResult:
     """Simulate `config` on `graph` (party i = i-th node). `model` overrides config.model
     (e.g. a factory); `out`: write metrics/plots there (None: write nothing);
     `baseline`: also train the centralized baseline at the same sample budget;
-    `network`: the in-memory network (default: 50 us latency, 1 GB/s per link);
+    `network`: the in-memory network (default: the topology's `latency_ms` /
+    `bandwidth_mbps`, else 50 us and 1 GB/s per link; `ringfl.sim_clock`);
     `data`: pre-loaded `PeerData` (default: `prepare_data(config, N)`); `faults`: more
-    scheduled faults (added to `config.faults`); `step_s`: virtual seconds per local step."""
+    scheduled faults (added to `config.faults`); `step_s`: virtual seconds per local step
+    at speed 1 (default `config.clock.step_s`); `availability`: offline intervals (default:
+    `config.clock.availability` or its random churn)."""
     from tqdm.auto import tqdm
 
     from ringfl.topology import peers
@@ -374,7 +462,20 @@ def simulate(
     data = prepare_data(config, n) if data is None else data
     names = [str(v) for v in peers(graph)]
     plan = resolve([*config.faults, *faults], names)
-    sim = _Sim(graph, config, data, plan, network or MemoryNetwork(), model, step_s)
+    from ringfl.sim_clock import network_for
+
+    if availability is None:
+        availability = _availability(config, names)
+    sim = _Sim(
+        graph,
+        config,
+        data,
+        plan,
+        network or network_for(graph),
+        model,
+        config.clock.step_s if step_s is None else step_s,
+        availability,
+    )
     setup_s, setup_bytes = sim.setup()
     rounds = config.train.rounds
     metrics: list[dict[str, Any]] = []
@@ -386,14 +487,12 @@ def simulate(
     bar = tqdm(range(rounds), desc=f"{sim.name} x{n}", unit="round", disable=not progress)
     last_eval: dict[str, Any] = {}
     pending_eval: dict[int, GlobalEval] = {}
-    virtual = 0.0
     for r in bar:
         t0 = time.perf_counter()
         run, recs, train_losses, compute = sim.round(r)
         t2 = time.perf_counter()
         compute_total += compute
         comm_total += t2 - t0 - compute
-        virtual += run.virtual_time_s
         sent = float(np.mean([run.bytes_sent.get(p, 0) for p in range(n)]))
         cum_bytes += sent
         rec = _agreed(recs, sim.collective, r, [p for p in run.messages_sent if p < n])
@@ -409,7 +508,9 @@ def simulate(
                 "dropped": [names[p] for p in (rec.dropped if rec else ())],
                 "admitted": [names[p] for p in (rec.admitted if rec else ())],
                 "stopped": [names[p] for p in sorted(run.stopped)],
+                "offline": [names[p] for p in sorted(sim.away)],
                 "virtual_s": run.virtual_time_s,
+                "time_s": sim.clock,
             }
         )
         if (r + 1) % config.eval_every and r + 1 != rounds:
@@ -424,6 +525,7 @@ def simulate(
             compute_s=compute,
             comm_s=t2 - t0 - compute,
             virtual_comm_s=run.virtual_time_s,
+            time_s=sim.clock,
             clipped=sum(x.clipped or 0 for x in recs.values()) if sim.secure else None,
         )
         live = [sim.engines[p] for p in sorted(sim.alive)]
@@ -501,6 +603,26 @@ def simulate(
     if out is not None:
         write_outputs(result, Path(out))
     return result
+
+
+def _availability(config: Config, names: Sequence[str]) -> Availability | None:
+    """The config's availability: a trace file, or random churn up to
+    `clock.churn_horizon_s`."""
+    from ringfl.sim_clock import load_availability, random_churn
+
+    c = config.clock
+    if c.availability is not None:
+        return load_availability(c.availability, names)
+    if c.churn_up_s is not None:
+        return random_churn(
+            len(names),
+            c.churn_horizon_s,
+            mean_up_s=c.churn_up_s,
+            mean_down_s=c.churn_down_s,
+            fraction=c.churn_fraction,
+            seed=c.churn_seed,
+        )
+    return None
 
 
 def _agreed(

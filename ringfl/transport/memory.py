@@ -229,7 +229,10 @@ class _Run:
             if f.__class__ is Crash and f.at_s is not None:
                 if f.peer not in machines:
                     raise ValueError(f"fault names peer {f.peer}, which is not in the network")
-                self._push(max(float(f.at_s), 0.0), _OFFLINE, f.peer, [])
+                if f.at_s <= 0:  # offline from the start
+                    self.crash_after[f.peer] = 0
+                else:
+                    self._push(float(f.at_s), _OFFLINE, f.peer, [])
             elif f.__class__ is Crash or f.__class__ is Suspect:
                 if f.peer not in machines:
                     raise ValueError(f"fault names peer {f.peer}, which is not in the network")
