@@ -363,6 +363,7 @@ class _Run:
         self.pending.discard(p)
         if p in self.dead:
             return
+        self.min_wake = min(self.min_wake, self.wake[p])
         self._act(p, self.machines[p].start())
         lost = self.initial_lost.get(p, frozenset()) - self.reported[p]
         if lost and p not in self.finished:
@@ -499,8 +500,10 @@ class _Run:
         while True:
             while self.queue:
                 t, _, sender, to, frames = heapq.heappop(self.queue)
-                if sender == _OFFLINE and not self._live_unfinished():
-                    continue  # the run is over: its clock stops at the last event
+                if sender in (_START, _OFFLINE) and (
+                    to in self.dead or not self._live_unfinished()
+                ):
+                    continue  # nothing happens: the clock does not move for it
                 self.now = t
                 if sender == _START:  # a delayed start
                     self._start(to)
@@ -513,7 +516,6 @@ class _Run:
                     self.inbox.setdefault(to, []).append((sender, frames))
                     if sender >= 0:
                         self.detectors[to].heard(sender, t)
-                    continue
                 else:
                     self._deliver(sender, to, frames, decode, max_el)
                 if self.queue and self.queue[0][0] < self.min_wake:
