@@ -109,6 +109,7 @@ class SimResult:
     alive: list[int] = field(default_factory=list)
     setup_s: float = 0.0  # the one-off setup sum (ring modes: sample counts)
     setup_bytes_per_peer: float = 0.0
+    phases: list[dict[str, float]] = field(default_factory=list)  # wall s per round by phase
     baseline: BaselineResult | None = None
     out_dir: Path | None = None
     files: list[Path] = field(default_factory=list)
@@ -180,6 +181,7 @@ class _Sim:
         model: ModelSpec | None,
         step_s: float,
         availability: Availability | None = None,
+        bulk: bool = False,
     ) -> None:
         from ringfl.sim_clock import speeds
         from ringfl.topology import mixing_rows, peers
@@ -224,6 +226,9 @@ class _Sim:
             else None
         )
         self.clock = 0.0
+        self.bulk = bulk
+        self.phases: dict[str, float] = {}  # the last round's wall seconds by phase
+        self._bulk_clipped: dict[int, int] | None = None
         self.away: set[int] = set()  # went offline or were declared stragglers: may rejoin
         if not self.availability.empty and collective == "star":
             raise ConfigError("clock: the server baseline has no recovery; no availability trace")
@@ -371,6 +376,20 @@ class _Sim:
                 losses.append(st.loss)
                 steps[p] = st.steps
         compute = time.perf_counter() - t0
+        start_at = {
+            p: training_s(
+                steps.get(p, 0),
+                self.step_s,
+                self.speeds[p] if p < self.n else 1.0,
+                self.plan.slow_peers.get(p, 1.0),
+            )
+            for p in engines
+        }
+        self.phases = {"train_s": compute}
+        if self.bulk:
+            done = self._bulk_round(r, engines, start_at, offline_at)
+            if done is not None:
+                return done, self._finish_bulk(r, engines, done), losses, compute
         machines: dict[int, Machine] = {p: e.round_machine(r) for p, e in engines.items()}
         faults: list[Any] = [Crash(p, at_s=t) for p, t in offline_at.items()]
         for p in engines:
@@ -383,15 +402,7 @@ class _Sim:
                 cut = self.plan.partitions[at]
         if cut is not None:
             faults.append(Cut(frozenset(cut)))
-        start_at = {
-            p: training_s(
-                steps.get(p, 0),
-                self.step_s,
-                self.speeds[p] if p < self.n else 1.0,
-                self.plan.slow_peers.get(p, 1.0),
-            )
-            for p in engines
-        }
+        t1 = time.perf_counter()
 
         def on_lost(p: int, lost: frozenset[int]) -> bool:
             e = engines[p]
@@ -421,7 +432,111 @@ class _Sim:
             for p in engines
             if p in run.results
         }
+        self.phases["comm_s"] = time.perf_counter() - t1
         return run, records, losses, compute
+
+    def _bulk_round(
+        self,
+        r: int,
+        engines: dict[int, RoundEngine],
+        start_at: dict[int, float],
+        offline_at: dict[int, float],
+    ) -> RunResult | None:
+        """The round's ring sum in bulk (`ringfl.transport.bulk`) when nothing can go
+        wrong in it: ring collective, every member live and known to every member, no
+        scheduled crash or partition, nobody going offline before the sum is done and no
+        silence the deadlines would act on. None: run it message by message instead."""
+        from ringfl.secure.aggregate import Masking
+        from ringfl.transport import bulk
+
+        if self.collective != "ring" or not engines:
+            return None
+        ring = list(next(iter(engines.values())).members)
+        if sorted(ring) != sorted(engines) or any(
+            list(e.members) != ring or e.lost_at_start(r) for e in engines.values()
+        ):
+            return None
+        if any(self.plan.crash_at(p, r) is not None for p in engines) or any(
+            at <= r for at in self.plan.partitions
+        ):
+            return None
+        t0 = time.perf_counter()
+        payloads = {p: engines[p].ring_payload(r) for p in ring}
+        length = payloads[ring[0]].shape[0]
+        e0 = engines[ring[0]]
+        masking = None if e0.secure is None else Masking(clip=e0.secure.clip)
+        out = None
+        if masking is not None:
+            parties = {}
+            for p in ring:
+                sec = engines[p].secure
+                assert sec is not None
+                parties[p] = bulk.SecureParty(sec.keys, payloads[p], sec.entropy)
+            assert e0.secure is not None
+            out = bulk.secure_ring_sum(
+                ring, parties, e0.secure.public_keys, session=e0.session, round=r, masking=masking
+            )
+            stages = bulk.secure_stages(ring, length, masking, out.committee)
+        else:
+            stages = [bulk.AllReduce(length, 4)]
+        sched = bulk.ring_schedule(
+            self.net, ring, stages, start_at, link_factor=dict(self.plan.slow_links)
+        )
+        end = float(sched.finished_at.max())
+        hard = 65.0 * self.net.deadline_s
+        if self.deadlines is not None:
+            pol = self.deadlines[ring[0]].policy
+            hard = 2 * pol.max_s + pol.probe_max_s
+        if any(t <= end for t in offline_at.values()) or float(sched.silence.max()) >= hard:
+            return None
+        if out is None:
+            rows = np.stack([payloads[p] for p in ring])
+            del payloads
+            result = bulk.plain_ring_sum(rows)
+            del rows
+            self.phases["masking_s"] = 0.0
+        else:
+            result = out.result
+            self.phases["masking_s"] = out.seconds["keys_s"] + out.seconds["mask_s"]
+            self._bulk_clipped = out.clipped
+        result.flags.writeable = False  # one array for every member
+        if self.deadlines is not None:
+            for i, p in enumerate(ring):
+                self.deadlines[p].observe(float(sched.silence[i]))
+        self.phases["comm_s"] = time.perf_counter() - t0 - self.phases["masking_s"]
+        return RunResult(
+            results=dict.fromkeys(ring, result),
+            dead=frozenset(),
+            bytes_sent={p: int(sched.bytes_sent[i]) for i, p in enumerate(ring)},
+            messages_sent={p: int(sched.messages[i]) for i, p in enumerate(ring)},
+            virtual_time_s=end,
+            finished_at={p: float(sched.finished_at[i]) for i, p in enumerate(ring)},
+        )
+
+    def _finish_bulk(
+        self, r: int, engines: dict[int, RoundEngine], run: RunResult
+    ) -> dict[int, RoundRecord]:
+        from ringfl.engine.round import SumOutcome
+
+        t0 = time.perf_counter()
+        self.clock += run.virtual_time_s
+        members = tuple(run.results)
+        clipped = getattr(self, "_bulk_clipped", None) if self.secure else None
+        records = {
+            p: engines[p].finish_round(
+                r,
+                run.results[p],
+                SumOutcome(
+                    members,
+                    clipped=None if clipped is None else clipped[p],
+                    attempts=1 if self.secure else None,
+                ),
+            )
+            for p in members
+        }
+        self._bulk_clipped = None
+        self.phases["comm_s"] += time.perf_counter() - t0
+        return records
 
     def _stop(self, p: int) -> None:
         self.alive.discard(p)
@@ -441,6 +556,7 @@ def simulate(
     faults: Sequence[Fault] = (),
     step_s: float | None = None,
     availability: Availability | None = None,
+    bulk: bool = False,
 ) -> SimResult:
     """Simulate `config` on `graph` (party i = i-th node). `model` overrides config.model
     (e.g. a factory); `out`: write metrics/plots there (None: write nothing);
@@ -450,7 +566,8 @@ def simulate(
     `data`: pre-loaded `PeerData` (default: `prepare_data(config, N)`); `faults`: more
     scheduled faults (added to `config.faults`); `step_s`: virtual seconds per local step
     at speed 1 (default `config.clock.step_s`); `availability`: offline intervals (default:
-    `config.clock.availability` or its random churn)."""
+    `config.clock.availability` or its random churn); `bulk`: compute fault-free ring
+    sums in bulk (`ringfl.transport.bulk`: the same bits, times and bytes; for large N)."""
     from tqdm.auto import tqdm
 
     from ringfl.topology import peers
@@ -475,6 +592,7 @@ def simulate(
         model,
         config.clock.step_s if step_s is None else step_s,
         availability,
+        bulk,
     )
     setup_s, setup_bytes = sim.setup()
     rounds = config.train.rounds
@@ -486,11 +604,13 @@ def simulate(
     scratch = None
     bar = tqdm(range(rounds), desc=f"{sim.name} x{n}", unit="round", disable=not progress)
     last_eval: dict[str, Any] = {}
+    phases: list[dict[str, Any]] = []
     pending_eval: dict[int, GlobalEval] = {}
     for r in bar:
         t0 = time.perf_counter()
         run, recs, train_losses, compute = sim.round(r)
         t2 = time.perf_counter()
+        phases.append({"round": r, **sim.phases, "wall_s": t2 - t0})
         compute_total += compute
         comm_total += t2 - t0 - compute
         sent = float(np.mean([run.bytes_sent.get(p, 0) for p in range(n)]))
@@ -598,6 +718,7 @@ def simulate(
         alive=sorted(sim.alive),
         setup_s=setup_s,
         setup_bytes_per_peer=setup_bytes,
+        phases=phases,
         baseline=base,
     )
     if out is not None:

@@ -89,6 +89,17 @@ class RoundRecord:
 
 
 @dataclass(frozen=True)
+class SumOutcome:
+    """A completed ring sum as a driver that computes it without a machine reports it
+    (the simulator's bulk rounds): its contributors (ring order), this party's clipped
+    inputs and the attempts it took."""
+
+    members: tuple[int, ...]
+    clipped: int | None = None
+    attempts: int | None = None
+
+
+@dataclass(frozen=True)
 class Handover:
     """The state a party joining round `round` starts from: the round's start model, its
     members (ring order) and the setup sum of counts."""
@@ -316,16 +327,25 @@ class RoundEngine:
             index_session=self.index_session,
         )
 
-    def round_machine(self, round_index: int) -> Machine:
-        """The round's collective, with this party's contribution."""
+    def ring_payload(self, round_index: int) -> np.ndarray:
+        """Ring modes: the vector this party puts into the round's sum (what
+        `round_machine` sums), for a driver that sums without a machine; then
+        `finish_round(r, total, SumOutcome(...))`."""
+        if self.collective != "ring":
+            raise ValueError(f"peer {self.peer}: a {self.collective} round has no ring payload")
         x = self.round_input(round_index)
         self._x = x
         contribution = self.algorithm.contribution(x)
+        payload = with_flags(contribution, self.membership.flags(round_index), self.n_peers)
+        slot = self._slot if self._slot is not None else np.zeros(EVAL_SLOTS, np.float32)
+        payload = np.concatenate([payload, slot])
+        self._payload = payload
+        return payload
+
+    def round_machine(self, round_index: int) -> Machine:
+        """The round's collective, with this party's contribution."""
         if self.collective == "ring":
-            payload = with_flags(contribution, self.membership.flags(round_index), self.n_peers)
-            slot = self._slot if self._slot is not None else np.zeros(EVAL_SLOTS, np.float32)
-            payload = np.concatenate([payload, slot])
-            self._payload = payload
+            payload = self.ring_payload(round_index)
             return ring_sum(
                 self.peer,
                 self.members,
@@ -334,6 +354,9 @@ class RoundEngine:
                 session=self.session,
                 round_index=round_index,
             )
+        x = self.round_input(round_index)
+        self._x = x
+        contribution = self.algorithm.contribution(x)
         if self.collective == "neighbours":
             assert self.row is not None
             row = live_weights(self.row, self.peer, self.membership.gone)
@@ -382,8 +405,12 @@ class RoundEngine:
             round_index, correct / total, loss * LOSS_SCALE / total, total * self.val_total
         )
 
-    def finish_round(self, round_index: int, result: np.ndarray, machine: Machine) -> RoundRecord:
-        """Apply the round's collective result; move membership on; report the round."""
+    def finish_round(
+        self, round_index: int, result: np.ndarray, machine: Machine | SumOutcome
+    ) -> RoundRecord:
+        """Apply the round's collective result; move membership on; report the round.
+        `machine`: the collective that ran, or the `SumOutcome` of a ring sum computed
+        without one."""
         x = self._x
         assert x is not None, "round_machine first"
         members = tuple(self.members)
@@ -418,8 +445,12 @@ class RoundEngine:
             admitted=tuple(adm),
             train_loss=float("nan") if local is None else local.loss,
             weight=weight,
-            clipped=machine.clipped if isinstance(machine, SecureRingAllReduce) else None,
-            attempts=machine.attempts if isinstance(machine, SecureRingAllReduce) else None,
+            clipped=machine.clipped
+            if isinstance(machine, (SecureRingAllReduce, SumOutcome))
+            else None,
+            attempts=machine.attempts
+            if isinstance(machine, (SecureRingAllReduce, SumOutcome))
+            else None,
             evaluation=evaluation,
         )
 
@@ -448,4 +479,12 @@ class RoundEngine:
         return self._global_eval(rounds - 1, np.asarray(result))
 
 
-__all__ = ["EVAL_SLOTS", "GlobalEval", "Handover", "LOSS_SCALE", "RoundEngine", "RoundRecord"]
+__all__ = [
+    "EVAL_SLOTS",
+    "GlobalEval",
+    "Handover",
+    "LOSS_SCALE",
+    "RoundEngine",
+    "RoundRecord",
+    "SumOutcome",
+]
