@@ -125,6 +125,8 @@ def test_simulator_bulk_rounds_equal_message_rounds(secure):
     a = simulate(g, cfg(secure, faults), progress=False, baseline=False)
     b = simulate(g, cfg(secure, faults), progress=False, baseline=False, bulk=True)
     assert a.rounds == b.rounds
+    assert a.setup_bytes_per_peer == b.setup_bytes_per_peer
+    assert [e.total for e in a.engines] == [e.total for e in b.engines]
     assert a.rounds[1]["dropped"] == ["4"]  # round 1 ran message by message
     assert "masking_s" in b.phases[0] and "masking_s" not in b.phases[1]
     strip = ("compute_s", "comm_s", "wall_s")

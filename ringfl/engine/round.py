@@ -184,15 +184,22 @@ class RoundEngine:
 
     # -- set-up ------------------------------------------------------------------------------
 
-    def setup_machine(self, session: int) -> Machine | None:
-        """Ring modes: the sum of (training, validation) sample counts over every peer,
-        and of the number of classes each party's model has (they must agree)."""
+    def setup_payload(self) -> np.ndarray | None:
+        """Ring modes: what this party puts into the setup sum (float64; its secure sum
+        clips at `MAX_COUNT`), for a driver that sums without a machine."""
         if self.collective != "ring":
             return None
-        data = np.array(
+        return np.array(
             [self.workload.num_samples, self.workload.num_val, self.num_classes],
             dtype=np.float64,
         )
+
+    def setup_machine(self, session: int) -> Machine | None:
+        """Ring modes: the sum of (training, validation) sample counts over every peer,
+        and of the number of classes each party's model has (they must agree)."""
+        data = self.setup_payload()
+        if data is None:
+            return None
         return ring_sum(
             self.peer,
             self.membership.order,
