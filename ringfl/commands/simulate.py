@@ -39,6 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="torch threads (default: torch's; use 1 when several runs share the cores)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar or partition table")
+    p.add_argument(
+        "--bulk",
+        action="store_true",
+        help="compute fault-free ring sums in bulk (same results; for hundreds of peers or more)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -114,7 +119,12 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     result = simulate(
-        graph, config, out=out, baseline=not args.no_baseline, progress=not args.quiet
+        graph,
+        config,
+        out=out,
+        baseline=not args.no_baseline,
+        progress=not args.quiet,
+        bulk=args.bulk,
     )
     if not args.quiet:
         print("partition (samples per class):")
