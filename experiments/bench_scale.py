@@ -67,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t0
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     ph = res.phases
-    mean = {k: sum(p.get(k, 0.0) for p in ph) / len(ph) for k in ("train_s", "masking_s", "comm_s", "wall_s")}
+    mean = {
+        k: sum(p.get(k, 0.0) for p in ph) / len(ph)
+        for k in ("train_s", "masking_s", "comm_s", "wall_s")
+    }
     row = {
         "n": args.n,
         "task": args.task,

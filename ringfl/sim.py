@@ -273,7 +273,7 @@ class _Sim:
 
     def _bulk_setup(self) -> float:
         """The setup sum of counts in bulk (every party is live before round 0)."""
-        from ringfl.engine.sums import MAX_COUNT, SETUP_ROUND
+        from ringfl.engine.sums import SETUP_ROUND, setup_clip
         from ringfl.secure.aggregate import Masking
         from ringfl.transport import bulk
 
@@ -284,7 +284,7 @@ class _Sim:
             result = bulk.plain_ring_sum(np.stack([data[p] for p in ring]))  # type: ignore[misc]
             stages: list[bulk.Gather | bulk.AllReduce] = [bulk.AllReduce(3, 8)]
         else:
-            masking = Masking(clip=MAX_COUNT)
+            masking = Masking(clip=setup_clip(len(ring)))
             parties = {}
             for p in ring:
                 sec = self.engines[p].secure

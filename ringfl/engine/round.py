@@ -44,11 +44,11 @@ from ringfl.collective.events import Machine
 from ringfl.engine.faults import FaultPlan
 from ringfl.engine.membership import Membership, live_weights, split_flags, with_flags
 from ringfl.engine.sums import (
-    MAX_COUNT,
     SETUP_ROUND,
     SecureSettings,
     neighbour_mix,
     ring_sum,
+    setup_clip,
     star_sum,
 )
 from ringfl.engine.workload import LocalStats, Workload
@@ -186,7 +186,7 @@ class RoundEngine:
 
     def setup_payload(self) -> np.ndarray | None:
         """Ring modes: what this party puts into the setup sum (float64; its secure sum
-        clips at `MAX_COUNT`), for a driver that sums without a machine."""
+        clips at `setup_clip(N)`), for a driver that sums without a machine."""
         if self.collective != "ring":
             return None
         return np.array(
@@ -207,7 +207,7 @@ class RoundEngine:
             secure=self.secure,
             session=session,
             round_index=SETUP_ROUND,
-            clip=MAX_COUNT,
+            clip=setup_clip(len(self.membership.order)),
         )
 
     def finish_setup(self, result: np.ndarray) -> None:
