@@ -229,6 +229,7 @@ class _Sim:
         self.bulk = bulk
         self.phases: dict[str, float] = {}  # the last round's wall seconds by phase
         self._bulk_clipped: dict[int, int] | None = None
+        self._long_term: dict[int, Any] = {}  # bulk secure sums: each party's X25519 cache
         self.away: set[int] = set()  # went offline or were declared stragglers: may rejoin
         if not self.availability.empty and collective == "star":
             raise ConfigError("clock: the server baseline has no recovery; no availability trace")
@@ -297,6 +298,7 @@ class _Sim:
                 session=self.session,
                 round=SETUP_ROUND,
                 masking=masking,
+                long_term=self._long_term,
             )
             result = out.result
             stages = bulk.secure_stages(ring, 3, masking, out.committee)
@@ -513,7 +515,13 @@ class _Sim:
                 parties[p] = bulk.SecureParty(sec.keys, payloads[p], sec.entropy)
             assert e0.secure is not None
             out = bulk.secure_ring_sum(
-                ring, parties, e0.secure.public_keys, session=e0.session, round=r, masking=masking
+                ring,
+                parties,
+                e0.secure.public_keys,
+                session=e0.session,
+                round=r,
+                masking=masking,
+                long_term=self._long_term,
             )
             stages = bulk.secure_stages(ring, length, masking, out.committee)
         else:

@@ -233,9 +233,12 @@ def secure_ring_sum(
     session: int,
     round: int,
     masking: Masking,
+    long_term: dict[int, LongTermKeys] | None = None,
 ) -> SecureSum:
     """One fault-free attempt of the secure sum over `ring` (see the module docstring):
-    the same result as `SecureRingAllReduce` on every member."""
+    the same result as `SecureRingAllReduce` on every member. `long_term`: each party's
+    `LongTermKeys` (its cached X25519 agreements), kept by the caller across rounds as a
+    real peer keeps its own; filled in here for parties without one."""
     import os
 
     t0 = time.perf_counter()
@@ -263,12 +266,15 @@ def secure_ring_sum(
         s = secrets[p]
         for q in (*graph[p], *comm):
             s.eph_publics[q] = secrets[q].eph_public
+    lts = {} if long_term is None else long_term
+    for p in members:
+        if p not in lts or lts[p].keys is not parties[p].keys:
+            lts[p] = LongTermKeys(p, parties[p].keys, pubs)
     sealed = {}
     for c in comm:
-        lt = LongTermKeys(c, parties[c].keys, pubs)
-        sealed[c] = secrets[c].sealed_shares(members, set(members), threshold, lt, rand[c])
+        sealed[c] = secrets[c].sealed_shares(members, set(members), threshold, lts[c], rand[c])
     for p in members:
-        lt = LongTermKeys(p, parties[p].keys, pubs)
+        lt = lts[p]
         for c in comm:
             if c != p:
                 secrets[p].open_share(c, sealed[c], index[p], lt)
