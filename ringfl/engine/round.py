@@ -421,7 +421,7 @@ class RoundEngine:
         x = self._x
         assert x is not None, "round_machine first"
         members = tuple(self.members)
-        contributors = tuple(int(p) for p in machine.members)
+        contributors = tuple(map(int, machine.members))
         total = np.asarray(result)
         evaluation = None
         admitted: frozenset[int] = frozenset()
@@ -430,7 +430,8 @@ class RoundEngine:
             total, admitted = split_flags(body, self.n_peers)
             if round_index > 0 and round_index % self.eval_every == 0:
                 evaluation = self._global_eval(round_index - 1, slot)
-        failures = tuple(p for p in members if p not in contributors)
+        summed = set(contributors)
+        failures = tuple(p for p in members if p not in summed)
         if self.collective == "neighbours":
             failures = tuple(sorted(self._neighbours - set(contributors)))
         new = self.algorithm.aggregate(x, SumResult(total, contributors, failures))
