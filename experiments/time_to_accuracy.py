@@ -100,14 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     ax = fig.add_subplot()
     for label, pts in curves.items():
         ax.plot([p[0] for p in pts], [100 * p[2] for p in pts], marker="o", ms=2.5, label=label)
-    for row in trace.rows(names):  # shade when any peer is offline
-        ax.axvspan(
-            row[1],
-            min(row[2], max(p[0] for c in curves.values() for p in c)),
-            color="0.85",
-            lw=0,
-            zorder=0,
-        )
+    tmax = max(p[0] for c in curves.values() for p in c)
+    for _, off, on in trace.rows(names):  # shade while some peer is offline
+        if off < tmax:
+            ax.axvspan(off, min(on, tmax), color="0.88", lw=0, zorder=0)
+    ax.set_xlim(0, tmax * 1.02)
     ax.set_xlabel("simulated seconds")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(
