@@ -163,7 +163,8 @@ class Membership:
     ) -> tuple[list[int], list[int]]:
         """The sum of `round_index` is in: returns (dropped, admitted) and moves on to the
         next round's members."""
-        dropped = [p for p in self.members if p not in contributors]
+        keep = set(contributors)  # a set: N members against N contributors is O(N), not O(N²)
+        dropped = [p for p in self.members if p not in keep]
         self.gone |= set(dropped)
         for j in admitted:
             self.gone.discard(j)
@@ -180,6 +181,8 @@ class Membership:
     def to_serve(self, round_index: int) -> list[int]:
         """Members admitted for `round_index` to whom this peer (their ring predecessor)
         hands the round's start state."""
+        if round_index not in self.admitted_round.values():
+            return []  # nobody joins this round (the usual case): no pass over the members
         return [
             p
             for p in self.members

@@ -25,6 +25,14 @@ SETUP_ROUND = 2**32 - 1
 MAX_COUNT = float(2**24)
 
 
+def setup_clip(n_peers: int) -> float:
+    """The clip of the secure setup sum of counts among `n_peers`: `MAX_COUNT`, lowered
+    for large rings so that n_peers · clip ≤ 2^30 and the 32-bit fixed point keeps whole
+    numbers (at least 0 fractional bits): 2^24 up to 64 peers, 2^20 at 1,000, 2^16 at
+    10,000."""
+    return min(MAX_COUNT, float(2 ** (30 - max(int(n_peers) - 1, 1).bit_length())))
+
+
 @dataclass(frozen=True)
 class SecureSettings:
     """What a party needs for masked sums: its masking key pair, every member's public
@@ -98,6 +106,7 @@ __all__ = [
     "MAX_COUNT",
     "SETUP_ROUND",
     "SecureSettings",
+    "setup_clip",
     "neighbour_mix",
     "ring_sum",
     "star_sum",
