@@ -33,6 +33,25 @@ if str(ROOT) not in sys.path:  # spawned peers import ringfl from this checkout
     sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "experiments" / "results"
 BACKENDS = ("tcp", "ipc", "gloo")
+#: short names of ringfl's all-reduce algorithms (ringfl.collective.choose.ALGORITHMS)
+ALGOS = {
+    "auto": "auto",
+    "ring": "ring",
+    "pring": "planned-ring",
+    "bidi": "bidirectional-ring",
+    "hd": "halving-doubling",
+}
+
+
+def parse_backend(spec: str) -> tuple[str, str, int]:
+    """ "tcp", "ipc:hd", "tcp:ring@4194304" → (transport, algorithm, segment bytes or 0)."""
+    head, _, size = spec.partition("@")
+    transport, _, algo = head.partition(":")
+    if transport not in BACKENDS or (transport == "gloo" and (algo or size)):
+        raise ValueError(f"unknown backend {spec!r}")
+    if transport != "gloo" and (algo or "auto") not in ALGOS:
+        raise ValueError(f"unknown algorithm {algo!r} in {spec!r}; one of {', '.join(ALGOS)}")
+    return transport, ALGOS[algo or "auto"], int(size) if size else 0
 
 
 def _buffer(peer: int, m: int):
@@ -82,7 +101,7 @@ class _Gloo:
 
 
 class _Ringfl:
-    def __init__(self, peer, n, endpoints, seg):
+    def __init__(self, peer, n, endpoints, seg, algorithm):
         import zmq
 
         from ringfl.transport.zmq import ZmqPeer
@@ -90,6 +109,7 @@ class _Ringfl:
         self.ctx = zmq.Context()
         self.zp = ZmqPeer(peer, endpoints, context=self.ctx)
         self.peer, self.ring, self.seg = peer, list(range(n)), seg
+        self.algorithm = algorithm
         self.bufs = {}
 
     def prepare(self, m):
@@ -99,10 +119,18 @@ class _Ringfl:
         self.bufs[m] = (x, np.empty_like(x))
 
     def run(self, m, rnd):
-        from ringfl.collective.allreduce import RingAllReduce
+        from ringfl.collective.choose import make_allreduce
 
         x, out = self.bufs[m]
-        mach = RingAllReduce(self.peer, self.ring, x, out=out, round=rnd, segment_bytes=self.seg)
+        mach = make_allreduce(
+            self.peer,
+            self.ring,
+            x,
+            algorithm=self.algorithm,
+            out=out,
+            round=rnd,
+            segment_bytes=self.seg,
+        )
         return lambda: self.zp.run(mach, timeout_s=120), lambda: out, mach
 
     def close(self):
@@ -125,8 +153,8 @@ def worker(backend, peer, n, sizes, endpoints, port, seg, tune, barrier, conn):
         if backend == "gloo":
             impl = _Gloo(peer, n, port)
         else:
-            _, _, custom = backend.partition("@")  # e.g. tcp@4194304: own segment size
-            impl = _Ringfl(peer, n, endpoints, int(custom) if custom else seg)
+            _, algorithm, custom = parse_backend(backend)
+            impl = _Ringfl(peer, n, endpoints, custom or seg, algorithm)
         for m in sizes:
             impl.prepare(m)
         conn.send(("ready",))
@@ -163,7 +191,7 @@ class Group:
         if backend.startswith("tcp"):
             endpoints = {p: f"tcp://127.0.0.1:{port + p}" for p in range(n)}
         else:
-            name = backend.replace("@", "-")
+            name = backend.replace("@", "-").replace(":", "-")
             endpoints = {p: f"ipc://{tmp}/{name}-{n}-p{p}.sock" for p in range(n)}
         self.conns, self.procs = [], []
         for p in range(n):
@@ -252,7 +280,9 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--backends",
         default=",".join(BACKENDS),
-        help="tcp, ipc, gloo; tcp@BYTES / ipc@BYTES runs ringfl with its own segment size",
+        help="tcp, ipc, gloo; ringfl backends take an algorithm (tcp:ALG, ALG one of "
+        "auto (default), ring (RingAllReduce), pring (planned ring), bidi, hd) and a "
+        "segment size (tcp@BYTES, tcp:hd@BYTES)",
     )
     ap.add_argument("--segment-bytes", type=int, default=1 << 20)
     ap.add_argument("--base-port", type=int, default=24000)
@@ -273,8 +303,10 @@ def main(argv=None) -> int:
     sizes = [int(float(x)) for x in args.sizes.split(",")]
     backends = [b.strip() for b in args.backends.split(",")]
     for b in backends:
-        if b.partition("@")[0] not in BACKENDS or (b.startswith("gloo") and b != "gloo"):
-            ap.error(f"unknown backend {b!r}")
+        try:
+            parse_backend(b)
+        except ValueError as exc:
+            ap.error(str(exc))
     rows = []
     t_start = time.time()
     for i, n in enumerate(ns):
