@@ -11,7 +11,12 @@ import pytest
 
 from ringfl import wire
 from ringfl.collective.allreduce import RingAllReduce
-from ringfl.collective.choose import SMALL_BYTES, choose_algorithm, make_allreduce
+from ringfl.collective.choose import (
+    SMALL_BYTES,
+    auto_segment_bytes,
+    choose_algorithm,
+    make_allreduce,
+)
 from ringfl.collective.events import Done, Header, Kind, Message
 from ringfl.collective.plan import CODES, PLANS
 from ringfl.collective.planned import PlannedAllReduce
@@ -326,3 +331,8 @@ def test_choice_rule() -> None:
         make_allreduce(0, range(3), big, algorithm="tree")
     with pytest.raises(ConfigError, match="need n"):
         choose_algorithm(0, 1)
+    # message size: a quarter of the buffer within [1 MiB, 8 MiB]
+    assert auto_segment_bytes(0) == auto_segment_bytes(4 << 20) == 1 << 20
+    assert auto_segment_bytes(16 << 20) == 4 << 20
+    assert auto_segment_bytes(400 << 20) == 8 << 20
+    assert make_allreduce(0, range(4), np.zeros(10_000_000, np.float32)).units == 8

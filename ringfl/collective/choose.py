@@ -29,6 +29,9 @@ from ringfl.errors import ConfigError
 
 #: buffers up to this many bytes use halving/doubling even when N is not a power of two
 SMALL_BYTES = 1 << 20
+#: automatic message size: a quarter of the buffer, within these bounds (bytes)
+MIN_SEGMENT_BYTES = 1 << 20
+MAX_SEGMENT_BYTES = 8 << 20
 
 ALGORITHMS = ("auto", "ring", "planned-ring", "bidirectional-ring", "halving-doubling")
 
@@ -43,6 +46,14 @@ def choose_algorithm(n: int, nbytes: int, small_bytes: int = SMALL_BYTES) -> str
     return "ring"
 
 
+def auto_segment_bytes(nbytes: int) -> int:
+    """Message size for an all-reduce of `nbytes`: nbytes / 4 within [1 MiB, 8 MiB].
+    Small buffers travel as one message per step (each message costs a hand-off between
+    threads on both ends); large ones in messages big enough that this per-message cost
+    is small, yet several per step so that receiving, adding and sending overlap."""
+    return min(max(nbytes // 4, MIN_SEGMENT_BYTES), MAX_SEGMENT_BYTES)
+
+
 def make_allreduce(
     peer: int,
     ring: Sequence[int],
@@ -55,15 +66,24 @@ def make_allreduce(
     out: np.ndarray | None = None,
     session: int = 0,
     round: int = 0,
-    segment_bytes: int = 1 << 20,
+    segment_bytes: int | None = None,
 ) -> Machine:
     """A sum all-reduce machine: `algorithm` is "auto" (`choose_algorithm`), "ring"
     (`RingAllReduce`), or a `PlannedAllReduce` algorithm ("planned-ring",
-    "bidirectional-ring", "halving-doubling"). Arguments as for `RingAllReduce`."""
+    "bidirectional-ring", "halving-doubling"). Arguments as for `RingAllReduce`;
+    `segment_bytes` None picks `auto_segment_bytes` (all members must agree on it)."""
     if algorithm not in ALGORITHMS:
         raise ConfigError(
             f"all-reduce algorithm {algorithm!r} is not one of {', '.join(ALGORITHMS)}"
         )
+    arr = None if data is None else np.asarray(data)
+    m = arr.shape[0] if length is None and arr is not None and arr.ndim == 1 else length
+    dt = dtype if dtype is not None else arr.dtype if arr is not None else None
+    if m is None or dt is None:
+        raise ConfigError(f"all-reduce of peer {peer}: give data, or source with length and dtype")
+    nbytes = int(m) * np.dtype(dt).itemsize
+    if segment_bytes is None:
+        segment_bytes = auto_segment_bytes(nbytes)
     kw: dict[str, Any] = dict(
         length=length,
         dtype=dtype,
@@ -74,16 +94,17 @@ def make_allreduce(
         segment_bytes=segment_bytes,
     )
     if algorithm == "auto":
-        arr = None if data is None else np.asarray(data)
-        m = arr.shape[0] if length is None and arr is not None and arr.ndim == 1 else length
-        dt = np.dtype(dtype if dtype is not None else arr.dtype if arr is not None else "u1")
-        if m is None:
-            raise ConfigError(f"all-reduce of peer {peer}: source needs length and dtype")
-        algorithm = choose_algorithm(len(list(ring)), int(m) * dt.itemsize)
+        algorithm = choose_algorithm(len(list(ring)), nbytes)
     if algorithm == "ring":
         return RingAllReduce(peer, ring, data, **kw)
     name = "ring" if algorithm == "planned-ring" else algorithm
     return PlannedAllReduce(peer, ring, data, algorithm=name, **kw)
 
 
-__all__ = ["ALGORITHMS", "SMALL_BYTES", "choose_algorithm", "make_allreduce"]
+__all__ = [
+    "ALGORITHMS",
+    "SMALL_BYTES",
+    "auto_segment_bytes",
+    "choose_algorithm",
+    "make_allreduce",
+]

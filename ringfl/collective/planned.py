@@ -31,7 +31,9 @@ own contribution for (each element exactly once).
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -87,6 +89,143 @@ def pack(starts: Sequence[int], a: int, b: int, per: int) -> list[tuple[int, int
     return out
 
 
+@dataclass(frozen=True)
+class Tables:
+    """What a member needs to run its plan, computed once per (algorithm, position,
+    members, length, units): who each step talks to, each message's range and role, and
+    the initial counters (copied per run)."""
+
+    plan: Plan
+    units: int
+    send_to: tuple[int, ...]  # per step; -1: no send
+    recv_from: tuple[int, ...]  # per step; -1: no receive
+    send_ranges: tuple[tuple[tuple[int, int], ...], ...]  # [step][message] → (start, stop)
+    recv_info: tuple[tuple[_Recv, ...], ...]  # [step][message]
+    own_sends: tuple[tuple[int, int], ...]  # (step, message) sent from own data at start
+    unblocks: dict[tuple[int, int], tuple[tuple[int, int], ...]]
+    missing: tuple[tuple[int, ...], ...]  # [step][message]: units still to receive
+    blocked: tuple[tuple[int, ...], ...]  # [step][message]: earlier receives to apply first
+    recv_counts: tuple[int, ...]  # messages to receive per step
+
+
+@functools.lru_cache(maxsize=64)
+def compile_plan(
+    algorithm: str, position: int, ring: tuple[int, ...], length: int, per: int
+) -> Tables:
+    """Tables for one member (cached: a peer reruns the same all-reduce every round).
+    Raises AssertionError if the plan breaks an invariant the machine relies on."""
+    plan = PLANS[algorithm](position, ring, length)
+    steps = plan.steps
+    starts = units_of(plan.boundaries, per)
+    units = len(starts) - 1
+    send_groups: list[list[tuple[int, int]]] = []
+    recv_groups: list[list[tuple[int, int]]] = []
+    # touches[u]: (step, is_send, group, reduce) in step order
+    touches: list[list[tuple[int, bool, int, bool]]] = [[] for _ in range(units)]
+    for s, st in enumerate(steps):
+        sg = pack(starts, st.send.start, st.send.stop, per) if st.send else []
+        rg = pack(starts, st.recv.start, st.recv.stop, per) if st.recv else []
+        send_groups.append(sg)
+        recv_groups.append(rg)
+        for g, (ua, ub) in enumerate(rg):
+            for u in range(ua, ub):
+                touches[u].append((s, False, g, st.reduce))
+        for g, (ua, ub) in enumerate(sg):
+            for u in range(ua, ub):
+                if touches[u] and touches[u][-1][0] == s:
+                    raise AssertionError(f"unit {u} sent and received at step {s}")
+                touches[u].append((s, True, g, False))
+    # per unit: index of its touch, to find what follows each receive
+    where: dict[tuple[int, int], int] = {}
+    own_uses = [0] * units
+    for u, ts in enumerate(touches):
+        for i, (s, is_send, _g, _r) in enumerate(ts):
+            if not is_send:
+                where[s, u] = i
+        if ts and not any(not t[1] for t in ts):
+            raise AssertionError(f"unit {u} is never received")
+    recv_info: list[list[_Recv]] = []
+    before: dict[tuple[int, int], set[tuple[int, int]]] = {
+        (s, g): set() for s, groups in enumerate(recv_groups) for g in range(len(groups))
+    }
+    for s, groups in enumerate(recv_groups):
+        infos = []
+        for g, (ua, ub) in enumerate(groups):
+            feeds: dict[tuple[int, int], int] = {}
+            firsts, needs_out = set(), False
+            for u in range(ua, ub):
+                ts = touches[u]
+                i = where[s, u]
+                firsts.add(i == 0)
+                earlier = [t for t in ts[:i] if not t[1]]
+                if earlier:  # the unit's previous receive must be applied first
+                    before[s, g].add((earlier[-1][0], earlier[-1][2]))
+                if steps[s].reduce and any(t[1] for t in ts[:i]):
+                    raise AssertionError(f"unit {u} comes back to be added after a send")
+                j = i + 1
+                while j < len(ts) and ts[j][1]:
+                    key = (ts[j][0], ts[j][2])
+                    feeds[key] = feeds.get(key, 0) + 1
+                    j += 1
+                # `out` must hold the value if it is final, or a later receive adds to it
+                if j == len(ts) or ts[j][3]:
+                    needs_out = True
+            if len(firsts) != 1:
+                raise AssertionError(f"step {s} message {g} mixes first and later touches")
+            first = firsts.pop()
+            if first and steps[s].reduce:
+                for u in range(ua, ub):
+                    own_uses[u] += 1
+            whole = frozenset(k for k in feeds if send_groups[k[0]][k[1]] == (ua, ub))
+            if len(whole) != len(feeds):
+                needs_out = True  # some later message is sent from `out`
+            a, b = starts[ua], starts[ub]
+            infos.append(
+                (a, b, steps[s].reduce, first, needs_out, tuple(
+                    (s2, g2, c) for (s2, g2), c in sorted(feeds.items())
+                ), whole)
+            )  # fmt: skip
+        recv_info.append(infos)
+    missing: list[list[int]] = []
+    own_sends: list[tuple[int, int]] = []
+    for s, groups in enumerate(send_groups):
+        row = []
+        for g, (ua, ub) in enumerate(groups):
+            waiting = 0
+            for u in range(ua, ub):
+                if any(not t[1] and t[0] < s for t in touches[u]):
+                    waiting += 1
+            if 0 < waiting < ub - ua:
+                raise AssertionError(f"step {s} message {g} mixes own and received units")
+            if waiting == 0:
+                own_sends.append((s, g))
+                for u in range(ua, ub):
+                    own_uses[u] += 1
+            row.append(waiting)
+        missing.append(row)
+    if len(ring) > 1 and any(c != 1 for c in own_uses):
+        raise AssertionError("plan uses a contribution other than exactly once")
+    blocked = [[0] * len(g) for g in recv_groups]
+    unblocks: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for key, prev in before.items():
+        blocked[key[0]][key[1]] = len(prev)
+        for k in prev:
+            unblocks.setdefault(k, []).append(key)
+    return Tables(
+        plan=plan,
+        units=units,
+        send_to=tuple(st.send.peer if st.send else -1 for st in steps),
+        recv_from=tuple(st.recv.peer if st.recv else -1 for st in steps),
+        send_ranges=tuple(tuple((starts[ua], starts[ub]) for ua, ub in g) for g in send_groups),
+        recv_info=tuple(tuple(i) for i in recv_info),
+        own_sends=tuple(own_sends),
+        unblocks={k: tuple(v) for k, v in unblocks.items()},
+        missing=tuple(tuple(r) for r in missing),
+        blocked=tuple(tuple(r) for r in blocked),
+        recv_counts=tuple(len(g) for g in recv_groups),
+    )
+
+
 class PlannedAllReduce(MachineBase):
     """Sum of every member's 1-D buffer by the named `algorithm` ("ring",
     "bidirectional-ring" or "halving-doubling"), delivered as `Done(result)`.
@@ -127,125 +266,25 @@ class PlannedAllReduce(MachineBase):
         self.out = check_out(what, out, length, self.dtype)
         self.algorithm = algorithm
         self.code = CODES[algorithm]
-        self.plan: Plan = PLANS[algorithm](self.position, self.ring, length)
-        self._compile(segment_elements(segment_bytes, self.dtype))
-
-    # -- plan → per-message tables ---------------------------------------------------
-
-    def _compile(self, per: int) -> None:
-        plan = self.plan
-        steps = plan.steps
-        starts = units_of(plan.boundaries, per)
-        self.units = len(starts) - 1
-        nsteps = len(steps)
-        send_groups: list[list[tuple[int, int]]] = []
-        recv_groups: list[list[tuple[int, int]]] = []
-        # touches[u]: (step, is_send, group, reduce) in step order
-        touches: list[list[tuple[int, bool, int, bool]]] = [[] for _ in range(self.units)]
-        for s, st in enumerate(steps):
-            sg = pack(starts, st.send.start, st.send.stop, per) if st.send else []
-            rg = pack(starts, st.recv.start, st.recv.stop, per) if st.recv else []
-            send_groups.append(sg)
-            recv_groups.append(rg)
-            for g, (ua, ub) in enumerate(rg):
-                for u in range(ua, ub):
-                    touches[u].append((s, False, g, st.reduce))
-            for g, (ua, ub) in enumerate(sg):
-                for u in range(ua, ub):
-                    if touches[u] and touches[u][-1][0] == s:
-                        raise AssertionError(f"unit {u} sent and received at step {s}")
-                    touches[u].append((s, True, g, False))
-        # per unit: index of its touch, to find what follows each receive
-        where: dict[tuple[int, int], int] = {}
-        own_uses = [0] * self.units
-        for u, ts in enumerate(touches):
-            for i, (s, is_send, _g, _r) in enumerate(ts):
-                if not is_send:
-                    where[s, u] = i
-            if ts and not any(not t[1] for t in ts):
-                raise AssertionError(f"unit {u} is never received")
-        recv_info: list[list[_Recv]] = []
-        before: dict[tuple[int, int], set[tuple[int, int]]] = {
-            (s, g): set() for s, groups in enumerate(recv_groups) for g in range(len(groups))
-        }
-        for s, groups in enumerate(recv_groups):
-            infos = []
-            for g, (ua, ub) in enumerate(groups):
-                feeds: dict[tuple[int, int], int] = {}
-                firsts, needs_out = set(), False
-                for u in range(ua, ub):
-                    ts = touches[u]
-                    i = where[s, u]
-                    firsts.add(i == 0)
-                    earlier = [t for t in ts[:i] if not t[1]]
-                    if earlier:  # the unit's previous receive must be applied first
-                        before[s, g].add((earlier[-1][0], earlier[-1][2]))
-                    if steps[s].reduce and any(t[1] for t in ts[:i]):
-                        raise AssertionError(f"unit {u} comes back to be added after a send")
-                    j = i + 1
-                    while j < len(ts) and ts[j][1]:
-                        key = (ts[j][0], ts[j][2])
-                        feeds[key] = feeds.get(key, 0) + 1
-                        j += 1
-                    # `out` must hold the value if it is final, or a later receive adds to it
-                    if j == len(ts) or ts[j][3]:
-                        needs_out = True
-                if len(firsts) != 1:
-                    raise AssertionError(f"step {s} message {g} mixes first and later touches")
-                first = firsts.pop()
-                if first and steps[s].reduce:
-                    for u in range(ua, ub):
-                        own_uses[u] += 1
-                whole = frozenset(k for k in feeds if send_groups[k[0]][k[1]] == (ua, ub))
-                if len(whole) != len(feeds):
-                    needs_out = True  # some later message is sent from `out`
-                a, b = starts[ua], starts[ub]
-                infos.append(
-                    (a, b, steps[s].reduce, first, needs_out, tuple(
-                        (s2, g2, c) for (s2, g2), c in sorted(feeds.items())
-                    ), whole)
-                )  # fmt: skip
-            recv_info.append(infos)
-        missing: list[list[int]] = []
-        own_sends: list[tuple[int, int]] = []
-        for s, groups in enumerate(send_groups):
-            row = []
-            for g, (ua, ub) in enumerate(groups):
-                waiting = 0
-                for u in range(ua, ub):
-                    if any(not t[1] and t[0] < s for t in touches[u]):
-                        waiting += 1
-                if 0 < waiting < ub - ua:
-                    raise AssertionError(f"step {s} message {g} mixes own and received units")
-                if waiting == 0:
-                    own_sends.append((s, g))
-                    for u in range(ua, ub):
-                        own_uses[u] += 1
-                row.append(waiting)
-            missing.append(row)
-        if self.n > 1 and any(c != 1 for c in own_uses):
-            raise AssertionError("plan uses a contribution other than exactly once")
-        self._starts = starts
-        self._send_to = [st.send.peer if st.send else -1 for st in steps]
-        self._recv_from = [st.recv.peer if st.recv else -1 for st in steps]
-        self._send_ranges = [[(starts[ua], starts[ub]) for ua, ub in g] for g in send_groups]
-        self._recv_info = recv_info
-        self._missing = missing
-        self._own_sends = own_sends
-        self._got = [bytearray(len(g)) for g in recv_groups]
-        # a message whose units still wait for an earlier receive is held until it is
-        # applied: every unit's partial sum is then made in plan order, so the float
+        per = segment_elements(segment_bytes, self.dtype)
+        t = compile_plan(algorithm, self.position, tuple(self.ring), length, per)
+        self.plan = t.plan
+        self.units = t.units
+        self.steps = len(t.plan.steps)
+        self._send_to = t.send_to
+        self._recv_from = t.recv_from
+        self._send_ranges = t.send_ranges
+        self._recv_info = t.recv_info
+        self._own_sends = t.own_sends
+        self._unblocks = t.unblocks
+        self._missing = [list(r) for r in t.missing]
+        self._blocked = [list(r) for r in t.blocked]
+        self._got = [bytearray(c) for c in t.recv_counts]
+        self._remaining = self.messages_expected = sum(t.recv_counts)
+        # a message whose units still wait for an earlier receive is held until that one
+        # is applied: every unit's partial sum is then made in plan order, so the float
         # result is the same whatever order messages arrive in
-        self._blocked = [[0] * len(g) for g in recv_groups]
-        self._unblocks: dict[tuple[int, int], list[tuple[int, int]]] = {}
-        for key, prev in before.items():
-            self._blocked[key[0]][key[1]] = len(prev)
-            for k in prev:
-                self._unblocks.setdefault(k, []).append(key)
         self._early: dict[tuple[int, int], np.ndarray] = {}
-        self._remaining = sum(len(g) for g in recv_groups)
-        self.steps = nsteps
-        self.messages_expected = self._remaining
 
     # -- helpers ----------------------------------------------------------------------
 
