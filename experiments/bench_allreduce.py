@@ -43,15 +43,19 @@ ALGOS = {
 }
 
 
-def parse_backend(spec: str) -> tuple[str, str, int]:
-    """ "tcp", "ipc:hd", "tcp:ring@4194304" → (transport, algorithm, segment bytes or 0)."""
+def parse_backend(spec: str) -> tuple[str, str, int, bool]:
+    """ "tcp", "ipc:hd", "tcp:ring@4194304", "tcp+copy" → (transport, algorithm, segment
+    bytes or 0, copy: send every payload that is not a received frame as a copy)."""
+    spec, plus, flag = spec.partition("+")
+    if plus and flag != "copy":
+        raise ValueError(f"unknown flag +{flag}")
     head, _, size = spec.partition("@")
     transport, _, algo = head.partition(":")
     if transport not in BACKENDS or (transport == "gloo" and (algo or size)):
         raise ValueError(f"unknown backend {spec!r}")
     if transport != "gloo" and (algo or "auto") not in ALGOS:
         raise ValueError(f"unknown algorithm {algo!r} in {spec!r}; one of {', '.join(ALGOS)}")
-    return transport, ALGOS[algo or "auto"], int(size) if size else 0
+    return transport, ALGOS[algo or "auto"], int(size) if size else 0, bool(plus)
 
 
 def _buffer(peer: int, m: int):
@@ -101,13 +105,16 @@ class _Gloo:
 
 
 class _Ringfl:
-    def __init__(self, peer, n, endpoints, seg, algorithm):
+    def __init__(self, peer, n, endpoints, seg, algorithm, copy):
         import zmq
 
         from ringfl.transport.zmq import ZmqPeer
 
         self.ctx = zmq.Context()
-        self.zp = ZmqPeer(peer, endpoints, context=self.ctx)
+        # copy: no zero-copy sends of Python memory (and so no pyzmq garbage-collector
+        # thread waking up, taking the GIL, for every such message)
+        extra = {"zero_copy_min_bytes": 1 << 62} if copy else {}
+        self.zp = ZmqPeer(peer, endpoints, context=self.ctx, **extra)
         self.peer, self.ring, self.seg = peer, list(range(n)), seg
         self.algorithm = algorithm
         self.bufs = {}
@@ -153,8 +160,8 @@ def worker(backend, peer, n, sizes, endpoints, port, seg, tune, barrier, conn):
         if backend == "gloo":
             impl = _Gloo(peer, n, port)
         else:
-            _, algorithm, custom = parse_backend(backend)
-            impl = _Ringfl(peer, n, endpoints, custom or seg, algorithm)
+            _, algorithm, custom, copy = parse_backend(backend)
+            impl = _Ringfl(peer, n, endpoints, custom or seg, algorithm, copy)
         for m in sizes:
             impl.prepare(m)
         conn.send(("ready",))
@@ -191,7 +198,7 @@ class Group:
         if backend.startswith("tcp"):
             endpoints = {p: f"tcp://127.0.0.1:{port + p}" for p in range(n)}
         else:
-            name = backend.replace("@", "-").replace(":", "-")
+            name = backend.replace("@", "-").replace(":", "-").replace("+", "-")
             endpoints = {p: f"ipc://{tmp}/{name}-{n}-p{p}.sock" for p in range(n)}
         self.conns, self.procs = [], []
         for p in range(n):

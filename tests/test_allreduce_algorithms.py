@@ -320,9 +320,11 @@ def test_choice_rule() -> None:
             assert choose_algorithm(n, nbytes) == "halving-doubling"
     for n in (3, 5, 7, 100):
         assert choose_algorithm(n, SMALL_BYTES) == "halving-doubling"
-        assert choose_algorithm(n, SMALL_BYTES + 1) == "ring"
+        assert choose_algorithm(n, SMALL_BYTES + 1) == "planned-ring"
     big = np.zeros(SMALL_BYTES // 4 + 1, np.float32)
-    assert isinstance(make_allreduce(0, range(3), big), RingAllReduce)
+    m = make_allreduce(0, range(3), big)
+    assert isinstance(m, PlannedAllReduce) and m.algorithm == "ring"
+    assert isinstance(make_allreduce(0, range(3), big, algorithm="ring"), RingAllReduce)
     m = make_allreduce(0, range(4), big)
     assert isinstance(m, PlannedAllReduce) and m.algorithm == "halving-doubling"
     src = make_allreduce(0, range(3), length=8, dtype=np.uint64, source=lambda a, b: None)

@@ -4,11 +4,15 @@ Rule (`choose_algorithm`; measured on loopback with one process per peer, see
 experiments/README.md):
 
 * N = 1: nothing to exchange (any machine returns its own data).
-* N a power of two: recursive halving/doubling. It moves exactly the ring's bytes,
-  2(N−1)/N·M per peer, in 2·log2 N hops instead of 2(N−1).
-* N not a power of two: halving/doubling for buffers of at most `SMALL_BYTES`, where hops
-  cost more than bytes (its fold sends M extra per folded pair); the ring above that,
-  which stays at the bandwidth bound.
+* N a power of two: recursive halving/doubling, at every size. It moves exactly the
+  ring's bytes, 2(N−1)/N·M per peer, in 2·log2 N hops instead of 2(N−1).
+* N not a power of two: halving/doubling for buffers of at most `SMALL_BYTES`, the planned
+  ring (one message per chunk when chunks are small) above that. Halving/doubling then
+  folds N − p members into the p = 2^⌊log2 N⌋ others: two more hops, and the folded pairs
+  send M more bytes than the bound (1.5× the bound at N = 6). In a cost model with hop
+  latency α and bandwidth B it wins while M ≲ α·B (hops saved × α > bytes added / B): on a
+  loaded loopback box (α ≈ ms) it was still faster at 40 MB, on a LAN (α ≈ 0.1 ms, 10 Gb/s)
+  the crossover is near 1 MiB, hence the default.
 
 Every member must pick the same algorithm: the choice depends only on N, the length, the
 dtype and the thresholds, which all members share. A member that picked another one is
@@ -38,12 +42,12 @@ ALGORITHMS = ("auto", "ring", "planned-ring", "bidirectional-ring", "halving-dou
 
 def choose_algorithm(n: int, nbytes: int, small_bytes: int = SMALL_BYTES) -> str:
     """The algorithm `make_allreduce(algorithm="auto")` runs for `n` members and a buffer
-    of `nbytes` bytes: "halving-doubling" or "ring" (see the module docstring)."""
+    of `nbytes` bytes: "halving-doubling" or "planned-ring" (see the module docstring)."""
     if n < 1 or nbytes < 0:
         raise ConfigError(f"choose_algorithm: need n ≥ 1 and nbytes ≥ 0, got {n}, {nbytes}")
     if n & (n - 1) == 0 or nbytes <= small_bytes:
         return "halving-doubling"
-    return "ring"
+    return "planned-ring"
 
 
 def auto_segment_bytes(nbytes: int) -> int:
