@@ -294,8 +294,8 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--segment-bytes",
         type=int,
-        default=None,
-        help="ringfl message size (default: the library's choice, auto_segment_bytes)",
+        default=1 << 20,
+        help="ringfl message size (default 1 MiB, the library's default)",
     )
     ap.add_argument("--base-port", type=int, default=24000)
     ap.add_argument(

@@ -13,7 +13,6 @@ from ringfl import wire
 from ringfl.collective.allreduce import RingAllReduce
 from ringfl.collective.choose import (
     SMALL_BYTES,
-    auto_segment_bytes,
     choose_algorithm,
     make_allreduce,
 )
@@ -333,8 +332,3 @@ def test_choice_rule() -> None:
         make_allreduce(0, range(3), big, algorithm="tree")
     with pytest.raises(ConfigError, match="need n"):
         choose_algorithm(0, 1)
-    # message size: a quarter of the buffer within [1 MiB, 8 MiB]
-    assert auto_segment_bytes(0) == auto_segment_bytes(4 << 20) == 1 << 20
-    assert auto_segment_bytes(16 << 20) == 4 << 20
-    assert auto_segment_bytes(400 << 20) == 8 << 20
-    assert make_allreduce(0, range(4), np.zeros(10_000_000, np.float32)).units == 8
