@@ -18,8 +18,9 @@ halving/doubling; see `plan.py`) as a dataflow over units:
   `events.Message`). When it is forwarded whole (its units are exactly one later message)
   the sum is made in the payload and that buffer is forwarded, and all-gather payloads are
   forwarded as received, so a ZeroMQ driver passes them on without a copy; the result is
-  copied into `out` where this peer needs it later. Otherwise sums go into `out` and
-  slices of it are sent. A slice of `out` that was sent is only overwritten by a later
+  copied into `out` where this peer needs it later. Otherwise (and for a final sum sent
+  on only once, where summing into `out` saves that copy) sums go into `out` and slices
+  of it are sent. A slice of `out` that was sent is only overwritten by a later
   receive that is causally after the partner received it (sent units only come back as
   final values), so zero-copy sends are safe.
 
@@ -356,7 +357,10 @@ class PlannedAllReduce(MachineBase):
         value: np.ndarray | None = payload
         if reduce:
             partial = self._own(a, b) if first else out[a:b]
-            if whole and payload.flags.writeable:
+            # sum in the received buffer when it is forwarded whole: no tracked send of
+            # `out` (pyzmq's collector thread) — unless `out` needs the value anyway and
+            # it goes out only once, where summing into `out` saves the copy
+            if whole and payload.flags.writeable and (not needs_out or len(feeds) > 1):
                 np.add(payload, partial, out=payload)
                 if needs_out:
                     np.copyto(out[a:b], payload)
