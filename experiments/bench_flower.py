@@ -130,12 +130,18 @@ def measure(cmd: list[str], env: dict[str, str], log: Path, limit_s: float) -> d
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    try:
-        code = proc.wait(timeout=limit_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        code = proc.wait()
+    # wait4: the run's CPU time (user + system, its own and its waited-for descendants')
+    deadline = t0 + limit_s
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid == proc.pid:
+            break
+        if time.perf_counter() > deadline:
+            os.killpg(proc.pid, 9)
+        time.sleep(0.05)
+    proc.returncode = code = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
+    cpu = usage.ru_utime + usage.ru_stime
     stop.set()
     sampler.join()
     # Ray leaves daemons behind when its driver is killed: end the whole session
@@ -144,6 +150,7 @@ def measure(cmd: list[str], env: dict[str, str], log: Path, limit_s: float) -> d
     return {
         "code": code,
         "wall_s": wall,
+        "cpu_s": cpu,
         "peak_pss": peak["pss"],
         "peak_rss": peak["rss"],
         "peak_procs": peak["procs"],
@@ -245,9 +252,9 @@ def table(rows: list[dict]) -> str:
         return statistics.median(vals) if vals else float("nan")
 
     lines = [
-        "| cell | side | runs | wall s | peak PSS MB | peak RSS MB | procs | accuracy % "
-        "| sent B/client/round | wall vs Flower | PSS vs Flower | train s | comm+mask s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| cell | side | runs | wall s | CPU s | peak PSS MB | peak RSS MB | procs | accuracy % "
+        "| sent per client per round | wall vs Flower | PSS vs Flower | train s | comm+mask s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in CELLS:
         fl = cells.get((cell, "flower"), [])
@@ -261,7 +268,8 @@ def table(rows: list[dict]) -> str:
             train = med(rs, "compute_s") if side != "flower" else None
             comm = med(rs, "comm_s") + med(rs, "setup_s") if side != "flower" else None
             lines.append(
-                f"| {cell} | {side} | {len(rs)} | {wall:.1f} | {pss / 2**20:.0f} "
+                f"| {cell} | {side} | {len(rs)} | {wall:.1f} | {med(rs, 'cpu_s'):.0f} "
+                f"| {pss / 2**20:.0f} "
                 f"| {med(rs, 'peak_rss') / 2**20:.0f} | {max(r['peak_procs'] for r in rs)} "
                 f"| {100 * med(rs, 'final_accuracy'):.2f} "
                 f"| {med(rs, 'bytes_sent_per_client_round') / 1e6:.2f} MB "

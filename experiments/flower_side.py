@@ -187,8 +187,8 @@ def server_app(folder: str, clients: int, rounds: int, seed: int, secure: bool, 
         if secure:
             # comparable to ringfl's secure ring: shares to (degree + 1) clients, about
             # half of them needed (ringfl: complete graph up to 8 peers, degree 19 at 100;
-            # threshold N/2 + 1)
-            shares = clients if clients <= 8 else 20
+            # threshold N/2 + 1). Flower wants an odd number of shares below N.
+            shares = clients if clients <= 8 else 21
             fit = SecAggPlusWorkflow(num_shares=shares, reconstruction_threshold=shares // 2 + 1)
             DefaultWorkflow(fit_workflow=fit)(grid, ctx)
         else:
