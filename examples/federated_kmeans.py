@@ -5,18 +5,20 @@ and the coordinate sums of its points nearest to it; the secure sum adds them; e
 moves the centroids to the pooled means. Only pooled counts and sums are ever revealed.
 
     python examples/federated_kmeans.py
+
+The same class runs on real peers, one process per party, with no change:
+`ringfl.workloads.run.run_peer(KMeans(my_points, k=3), "topo.json", node="a", keys="keys/")`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ringfl.workloads.base import run_parties
-from ringfl.workloads.securesum import SimulatedSecureSum
+from ringfl.workloads.run import simulate_jobs
 
 
 class KMeans:
-    """One party's side of federated k-means (a `ringfl.workloads.base.Workload`)."""
+    """One party's side of federated k-means (a `ringfl.engine.workload.Statistics` job)."""
 
     def __init__(self, x: np.ndarray, k: int, *, seed: int = 0, max_iter: int = 50, tol=1e-9):
         self.x = np.asarray(x, dtype=np.float64)
@@ -62,7 +64,7 @@ def main() -> None:
 
     x, _ = load_iris(return_X_y=True)
     parties = [KMeans(x[i::3], k=3, seed=1) for i in range(3)]  # 3 parties, own rows each
-    centroids = run_parties(parties, SimulatedSecureSum(3))[0]
+    centroids = simulate_jobs(parties).result  # or, one party per process: run_peer(...)
     print(f"{parties[0].iterations} iterations; centroids:\n{np.round(centroids, 3)}")
 
 

@@ -38,9 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ringfl.partition import dirichlet, iid  # noqa: E402
-from ringfl.workloads.base import plain_sum, run_parties  # noqa: E402
 from ringfl.workloads.gbdt import GBDTParams, GBDTWorkload  # noqa: E402
-from ringfl.workloads.securesum import SimulatedSecureSum  # noqa: E402
+from ringfl.workloads.run import run_centralized, simulate_jobs  # noqa: E402
 
 N = 3
 
@@ -92,20 +91,18 @@ def gbdt_cell(split: str, task: str, data, p: GBDTParams, seed: int) -> dict:
     parts = iid(len(ytr), N, seed) if split == "iid" else dirichlet(dtr, N, 0.5, seed)
     row = {"split": split, "task": task, "rows": [len(q) for q in parts]}
     # secure federated
-    summer = SimulatedSecureSum(N, seed=seed)
     ws = [GBDTWorkload(xtr[q], ytr[q], p) for q in parts]
-    t0 = time.perf_counter()
-    fed = run_parties(ws, summer)[0]
-    wall = time.perf_counter() - t0
+    run = simulate_jobs(ws, seed=seed)
+    fed = run.result
     row["federated"] = quality(fed.predict(xte), yte, binary)
-    row["wall_s"] = wall
-    row["secure_sum_s"] = summer.stats.seconds
-    row["secure_sum_share"] = summer.stats.seconds / wall
-    row["secure_sums"] = summer.stats.sums
+    row["wall_s"] = run.seconds
+    row["secure_sum_s"] = run.sum_seconds
+    row["secure_sum_share"] = run.sum_seconds / run.seconds
+    row["secure_sums"] = run.counts.sums
     row["level_sums_per_tree_level"] = 1
-    row["bytes_per_party"] = float(np.mean(list(summer.stats.bytes_sent.values())))
+    row["bytes_per_party"] = float(np.mean(list(run.bytes_sent.values())))
     # ours, centralized on the pooled rows: must be the same model, bit for bit
-    central = run_parties([GBDTWorkload(xtr, ytr, p)], plain_sum)[0]
+    central = run_centralized([GBDTWorkload(xtr, ytr, p)])[0]
     row["bit_identical_to_centralized"] = json.dumps(central.to_json()) == json.dumps(fed.to_json())
     # LightGBM on the pooled rows, same parameters
     t0 = time.perf_counter()
@@ -120,7 +117,7 @@ def gbdt_cell(split: str, task: str, data, p: GBDTParams, seed: int) -> dict:
     # each party alone (this GBDT on its own rows), mean over parties
     alone = []
     for q in parts:
-        m = run_parties([GBDTWorkload(xtr[q], ytr[q], p)], plain_sum)[0]
+        m = run_centralized([GBDTWorkload(xtr[q], ytr[q], p)])[0]
         alone.append(quality(m.predict(xte), yte, binary))
     row["alone"] = {
         "accuracy": float(np.mean([a["accuracy"] for a in alone])),
@@ -209,13 +206,11 @@ def newton_rows(seed: int) -> list[dict]:
         ("scikit-learn, 30 features, L2 = 1", 30, 1.0),
     ):
         xs = StandardScaler().fit_transform(x[:, :cols])
-        summer = SimulatedSecureSum(N, seed=seed)
         ws = [
             NewtonWorkload(x[q, :cols], y[q], NewtonParams(l2=l2, standardize=True)) for q in parts
         ]
-        t0 = time.perf_counter()
-        m = run_parties(ws, summer)[0]
-        wall = time.perf_counter() - t0
+        run = simulate_jobs(ws, seed=seed)
+        m, wall = run.result, run.seconds
         t0 = time.perf_counter()
         if l2 == 0:
             ref = sm.Logit(y, sm.add_constant(xs, prepend=False)).fit(
@@ -235,8 +230,8 @@ def newton_rows(seed: int) -> list[dict]:
                 "max_rel_coef_diff": float(np.max(np.abs(got - want) / np.abs(want))),
                 "wall_s": wall,
                 "reference_s": ref_s,
-                "secure_sum_share": summer.stats.seconds / wall,
-                "bytes_per_party": float(np.mean(list(summer.stats.bytes_sent.values()))),
+                "secure_sum_share": run.sum_seconds / wall,
+                "bytes_per_party": float(np.mean(list(run.bytes_sent.values()))),
             }
         )
     return out
@@ -265,10 +260,8 @@ def analytics_row(seed: int) -> dict:
     q = parse_query({"ops": ops})
     parts = iid(len(d), N, seed)
     tables = [Table.from_arrays({c: d.iloc[p][c].to_numpy() for c in d.columns}) for p in parts]
-    summer = SimulatedSecureSum(N, seed=seed)
-    t0 = time.perf_counter()
-    r = run_parties([AnalyticsWorkload(q, t) for t in tables], summer)[0]
-    wall = time.perf_counter() - t0
+    run = simulate_jobs([AnalyticsWorkload(q, t) for t in tables], seed=seed)
+    r, wall = run.result, run.seconds
     t0 = time.perf_counter()
     ref = {}
     for c in cols:
@@ -316,10 +309,10 @@ def analytics_row(seed: int) -> dict:
         "max_rel_diff_moments": rel,
         "max_abs_quantile_err": qerr,
         "quantile_bound": 0.5e-6,
-        "secure_sums": summer.stats.sums,
+        "secure_sums": run.counts.sums,
         "wall_s": wall,
         "pandas_s": ref_s,
-        "bytes_per_party": float(np.mean(list(summer.stats.bytes_sent.values()))),
+        "bytes_per_party": float(np.mean(list(run.bytes_sent.values()))),
         "refusals": r.refusals,
     }
 

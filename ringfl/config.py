@@ -44,6 +44,16 @@
     share_fraction = 0.1           # selective: share this fraction of delta entries
     clip = 1.0                     # secure: fixed-point inputs (weight * delta) clipped to +-clip
 
+    [clock]                        # the simulator's virtual clock (see ringfl.sim_clock)
+    step_s = 0.001                 # virtual seconds per local step at node speed 1
+    deadlines = "fixed"            # fixed (1 s virtual) | engine (adaptive, as real peers)
+    availability = "trace.csv"     # optional: offline intervals per node (node,offline_s,online_s)
+    churn_up_s = 120.0             # optional: random churn, mean online seconds ...
+    churn_down_s = 30.0            # ... and mean offline seconds
+    churn_fraction = 1.0           # share of the nodes that churn
+    churn_seed = 0
+    churn_horizon_s = 86400.0      # churn is drawn up to this simulated time
+
     [[faults]]                     # optional: a fault schedule (see ringfl.engine.faults)
     kind = "crash"
     node = "2"
@@ -150,6 +160,20 @@ class AlgorithmConfig:
 
 
 @dataclass(frozen=True)
+class ClockConfig:
+    """The simulator's model of time (docs/training.md, *Time*)."""
+
+    step_s: float = 1e-3
+    deadlines: str = "fixed"
+    availability: str | None = None
+    churn_up_s: float | None = None
+    churn_down_s: float = 30.0
+    churn_fraction: float = 1.0
+    churn_seed: int = 0
+    churn_horizon_s: float = 86400.0
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int = 0
     eval_every: int = 1
@@ -159,6 +183,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    clock: ClockConfig = field(default_factory=ClockConfig)
     faults: tuple[Fault, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -186,6 +211,7 @@ _SECTIONS = {
     "model": ModelConfig,
     "train": TrainConfig,
     "algorithm": AlgorithmConfig,
+    "clock": ClockConfig,
 }
 
 
@@ -261,6 +287,11 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
             return tuple(res(x) for x in p)
         return p
 
+    c = cfg.clock
+    if c.availability is not None:
+        cfg = dataclasses.replace(
+            cfg, clock=dataclasses.replace(c, availability=res(c.availability))
+        )
     d = cfg.data
     data = dataclasses.replace(
         d,
@@ -427,4 +458,39 @@ def validate(cfg: Config, source: str = "config") -> None:
         _is_num(a.clip) and 0 < a.clip < float("inf"),
         "algorithm.clip",
         f"must be a positive number, got {a.clip!r}",
+    )
+
+    c = cfg.clock
+    need(_is_num(c.step_s) and c.step_s >= 0, "clock.step_s", f"must be >= 0, got {c.step_s!r}")
+    one_of(c.deadlines, "clock.deadlines", ("fixed", "engine"))
+    need(
+        c.availability is None or isinstance(c.availability, str),
+        "clock.availability",
+        f"must be a path to a CSV file, got {c.availability!r}",
+    )
+    need(
+        c.churn_up_s is None or (_is_num(c.churn_up_s) and c.churn_up_s > 0),
+        "clock.churn_up_s",
+        f"must be > 0, got {c.churn_up_s!r}",
+    )
+    need(
+        _is_num(c.churn_down_s) and c.churn_down_s > 0,
+        "clock.churn_down_s",
+        f"must be > 0, got {c.churn_down_s!r}",
+    )
+    need(
+        _is_num(c.churn_fraction) and 0 <= c.churn_fraction <= 1,
+        "clock.churn_fraction",
+        f"must be in [0, 1], got {c.churn_fraction!r}",
+    )
+    need(_is_int(c.churn_seed), "clock.churn_seed", f"must be an int, got {c.churn_seed!r}")
+    need(
+        _is_num(c.churn_horizon_s) and 0 <= c.churn_horizon_s <= 1e9,
+        "clock.churn_horizon_s",
+        f"must be in [0, 1e9], got {c.churn_horizon_s!r}",
+    )
+    need(
+        not (c.availability is not None and c.churn_up_s is not None),
+        "clock.availability",
+        "give a trace file or random churn (clock.churn_up_s), not both",
     )

@@ -166,7 +166,9 @@ class LocalTrainer:
         model.train()
         loss_sum, samples, done = 0.0, 0, 0
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_stream_seed(self.seed, self.peer, round_index, 1))
+            # the CPU generator only (what fork_rng(devices=[]) restores): torch.manual_seed
+            # also queues lazy seeding of every accelerator, with a stack trace each time
+            torch.default_generator.manual_seed(_stream_seed(self.seed, self.peer, round_index, 1))
             for idx in self._batches(round_index, total):
                 xb, yb = self._x[idx], self._y[idx]
                 self.optimizer.zero_grad()

@@ -187,7 +187,7 @@ def build_model(
     weights drawn from `seed`. `spec`: a built-in name (`mlp`, `cnn`, `logreg`), a list of
     layer mappings, or a zero-argument factory returning an `nn.Module`."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # CPU only, as fork_rng(devices=[])
         if isinstance(spec, str):
             if spec not in BUILTIN_LAYERS:
                 raise ConfigError(

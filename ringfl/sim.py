@@ -3,6 +3,7 @@ algorithms, membership and recovery code a real peer runs — driven over the de
 `MemoryNetwork` (the real protocol machines and wire format) on a virtual clock.
 
     result = simulate(topology.make("ring", 8), config)
+    result = simulate(graph, config, workload=lambda p: StatisticsWorkload(job[p], parties=n))
 
 Each round: every live party trains locally (on a compute backend, `ringfl.compute`:
 in this process, on local worker processes, or on Ray; on the virtual clock a local step
@@ -12,6 +13,11 @@ carried out on virtual time: crashes, restarts (the restarted party rejoins thro
 same join flags and handover as a real peer), false loss declarations, slow peers and
 links, partitions. Every round's contributors, dropped and admitted parties are in
 `SimResult.rounds`.
+
+Workloads: neural by default (the config's model, trained on the party's data); or any
+engine workload from `workload=` (a factory: party index -> its workload), e.g. a
+statistics job (`ringfl.engine.workload.StatisticsWorkload`), which runs until it is
+done (at most `train.rounds` rounds).
 
 Data: each party gets only its own data — one file each (`data.files`), or its part of a
 built-in dataset by the configured partitioner. Evaluation every `eval_every` rounds (and
@@ -30,7 +36,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,12 +51,14 @@ from ringfl.compute import Backend, BackendSpec, SimWorkload, TrainJob, open_bac
 from ringfl.config import Config
 from ringfl.data.parties import PeerData, prepare_data, summarize_parts
 from ringfl.engine.build import make_engine, model_spec, ring_of, session_id
+from ringfl.engine.failure import AdaptiveDeadline, DeadlinePolicy
 from ringfl.engine.faults import Fault, FaultPlan, resolve
-from ringfl.engine.round import GlobalEval, RoundEngine, RoundRecord
-from ringfl.engine.workload import AuxWorkload
+from ringfl.engine.round import GlobalEval, Handover, RoundEngine, RoundRecord
+from ringfl.engine.workload import AuxWorkload, Workload
 from ringfl.errors import ConfigError
 from ringfl.local import evaluate
 from ringfl.models import ModelSpec
+from ringfl.sim_clock import Availability, training_s
 from ringfl.transport.memory import Crash, Cut, MemoryNetwork, RunResult
 
 METRIC_FIELDS = (
@@ -68,9 +76,20 @@ METRIC_FIELDS = (
     "compute_s",
     "comm_s",
     "virtual_comm_s",
+    "time_s",
     "wall_s",
 )
-ROUND_FIELDS = ("round", "members", "contributors", "dropped", "admitted", "stopped", "virtual_s")
+ROUND_FIELDS = (
+    "round",
+    "members",
+    "contributors",
+    "dropped",
+    "admitted",
+    "stopped",
+    "offline",
+    "virtual_s",
+    "time_s",
+)
 
 
 @dataclass
@@ -92,17 +111,23 @@ class SimResult:
     comm_s: float
     wall_s: float
     engines: list[RoundEngine]
-    data: PeerData
+    data: PeerData | None  # None: workloads from a factory (no dataset of the config)
     rounds: list[dict[str, Any]] = field(default_factory=list)
     records: list[RoundRecord] = field(default_factory=list)
     alive: list[int] = field(default_factory=list)
     setup_s: float = 0.0  # the one-off setup sum (ring modes: sample counts)
     setup_bytes_per_peer: float = 0.0
+    phases: list[dict[str, float]] = field(default_factory=list)  # wall s per round by phase
     baseline: BaselineResult | None = None
     out_dir: Path | None = None
     files: list[Path] = field(default_factory=list)
     backend: str = "inline"  # where local training ran (`ringfl.compute`)
     workers: int = 1
+
+    @property
+    def workloads(self) -> list[Workload]:
+        """Every party's workload (e.g. a `StatisticsWorkload`: `.result()`)."""
+        return [e.workload for e in self.engines]
 
     @property
     def learners(self) -> list[SimWorkload]:
@@ -167,13 +192,17 @@ class _Sim:
         self,
         graph: nx.Graph,
         config: Config,
-        data: PeerData,
+        data: PeerData | None,
         plan: FaultPlan,
         net: MemoryNetwork,
         model: ModelSpec | None,
         step_s: float,
         trainers: Backend,
+        workload: Callable[[int], Workload] | None = None,
+        availability: Availability | None = None,
+        bulk: bool = False,
     ) -> None:
+        from ringfl.sim_clock import speeds
         from ringfl.topology import mixing_rows, peers
 
         self.config = config
@@ -183,6 +212,7 @@ class _Sim:
         self.model = model
         self.step_s = step_s
         self.trainers = trainers
+        self.workload = workload
         self.names = [str(v) for v in peers(graph)]
         self.n = n = len(self.names)
         self.name = config.algorithm.name
@@ -208,9 +238,26 @@ class _Sim:
         self.alive: set[int] = set(range(n))
         self.stopped: set[int] = set()
         self._joining: dict[int, RoundEngine] = {}
+        # the clock: speeds, availability, the engine's deadlines, simulated seconds so far
+        self.speeds = speeds(graph)
+        self.availability = availability or Availability()
+        self.deadlines: dict[int, AdaptiveDeadline] | None = (
+            {p: AdaptiveDeadline(DeadlinePolicy()) for p in range(n + 1)}
+            if config.clock.deadlines == "engine"
+            else None
+        )
+        self.clock = 0.0
+        self.bulk = bulk
+        self.phases: dict[str, float] = {}  # the last round's wall seconds by phase
+        self._bulk_clipped: dict[int, int] | None = None
+        self._long_term: dict[int, Any] = {}  # bulk secure sums: each party's X25519 cache
+        self.away: set[int] = set()  # went offline or were declared stragglers: may rejoin
+        if not self.availability.empty and collective == "star":
+            raise ConfigError("clock: the server baseline has no recovery; no availability trace")
 
     def _engine(self, p: int) -> RoundEngine:
-        w = self.trainers.workload(p)  # a new incarnation: initial model, fresh optimiser
+        # a new incarnation: initial model, fresh optimiser
+        w: Any = self.workload(p) if self.workload is not None else self.trainers.workload(p)
         return make_engine(
             p,
             self.n,
@@ -231,6 +278,11 @@ class _Sim:
 
     def setup(self) -> tuple[float, float]:
         t0 = time.perf_counter()
+        if self.bulk and self.collective == "ring":
+            sent = self._bulk_setup()
+            for e in self._all().values():
+                e.begin(0, self.order, self.session)
+            return time.perf_counter() - t0, sent
         machines = {p: m for p, e in self._all().items() if (m := e.setup_machine(self.session))}
         sent = 0.0
         if machines:
@@ -241,6 +293,41 @@ class _Sim:
         for e in self._all().values():
             e.begin(0, self.order, self.session)
         return time.perf_counter() - t0, sent
+
+    def _bulk_setup(self) -> float:
+        """The setup sum of counts in bulk (every party is live before round 0)."""
+        from ringfl.engine.sums import SETUP_ROUND, setup_clip
+        from ringfl.secure.aggregate import Masking
+        from ringfl.transport import bulk
+
+        ring = list(self.order)
+        data = {p: self.engines[p].setup_payload() for p in ring}
+        e0 = self.engines[ring[0]]
+        if e0.secure is None:
+            result = bulk.plain_ring_sum(np.stack([data[p] for p in ring]))  # type: ignore[misc]
+            stages: list[bulk.Gather | bulk.AllReduce] = [bulk.AllReduce(3, 8)]
+        else:
+            masking = Masking(clip=setup_clip(len(ring)))
+            parties = {}
+            for p in ring:
+                sec = self.engines[p].secure
+                assert sec is not None and data[p] is not None
+                parties[p] = bulk.SecureParty(sec.keys, data[p], sec.entropy)  # type: ignore[arg-type]
+            out = bulk.secure_ring_sum(
+                ring,
+                parties,
+                e0.secure.public_keys,
+                session=self.session,
+                round=SETUP_ROUND,
+                masking=masking,
+                long_term=self._long_term,
+            )
+            result = out.result
+            stages = bulk.secure_stages(ring, 3, masking, out.committee)
+        sched = bulk.ring_schedule(self.net, ring, stages)
+        for p in ring:
+            self.engines[p].finish_setup(result)
+        return float(np.mean([sched.bytes_sent[ring.index(p)] for p in range(self.n)]))
 
     def _restarts(self, r: int) -> list[int]:
         """Parties the schedule brings back as members of round r + 1: a fresh engine
@@ -253,6 +340,44 @@ class _Sim:
                 if self.engines[q].join_request(p, incarnation=r + 1):
                     self.engines[q].peers_lost({p}, self.engines[q].round)
         return back
+
+    def _rejoins(self, r: int) -> list[int]:
+        """Parties that were away (offline, or declared stragglers) and are online when
+        round r starts. Ring modes: a fresh engine whose join request reaches every live
+        party before round r's payload is built (a member from round r + 1, as a restart).
+        Gossip: it takes a live neighbour's model and mixes again from round r."""
+        back = [
+            p
+            for p in sorted(self.away)
+            if p not in self._joining and self.availability.online(p, self.clock)
+        ]
+        ring = []
+        for p in back:
+            if self.collective == "neighbours":
+                assert self.rows is not None
+                nbrs = [q for q in sorted(self.rows[p]) if q != p and q in self.alive]
+                if not nbrs:
+                    continue
+                self.away.discard(p)
+                self.engines[p] = e = self._engine(p)
+                model = self.engines[nbrs[0]].workload.get()
+                e.accept_handover(Handover(r, (nbrs[0], p), model, 0.0), self.session)
+                for q in sorted(self.alive):
+                    self.engines[q].join_request(p, incarnation=r)
+                self.alive.add(p)
+                if self.deadlines is not None:
+                    self.deadlines[p] = AdaptiveDeadline(DeadlinePolicy())
+                continue
+            self.away.discard(p)
+            self.engines[p] = self._engine(p)
+            self._joining[p] = self.engines[p]
+            if self.deadlines is not None:
+                self.deadlines[p] = AdaptiveDeadline(DeadlinePolicy())
+            for q in sorted(self.alive):
+                if self.engines[q].join_request(p, incarnation=r + 1):
+                    self.engines[q].peers_lost({p}, self.engines[q].round)
+            ring.append(p)
+        return ring
 
     def _wrong_losses(self, r: int) -> list[int]:
         """A false declaration before round r: every live party learns that `lost` is gone
@@ -279,6 +404,7 @@ class _Sim:
     def round(self, r: int) -> tuple[RunResult, dict[int, RoundRecord], list[float], float]:
         for p in self._restarts(r):
             self._joining[p] = self.engines[p]
+        self._rejoins(r)
         self._wrong_losses(r)
         engines = self._all()
         handovers = {}
@@ -297,15 +423,36 @@ class _Sim:
             if e.stop_reason is not None:
                 self._stop(p)
         engines = self._all()
+        # availability: offline at the round's start, or going offline during it
+        offline_at = {
+            p: t - self.clock
+            for p in engines
+            if p < self.n and (t := self.availability.next_offline(p, self.clock)) is not None
+        }
         t0 = time.perf_counter()
         losses, steps = [], {}
-        for p, st in self.trainers.train_round(r, engines).items():
+        online = {p: e for p, e in engines.items() if offline_at.get(p, 1.0) > 0}
+        for p, st in self.trainers.train_round(r, online).items():  # offline: no training
             if p < self.n:
                 losses.append(st.loss)
                 steps[p] = st.steps
         compute = time.perf_counter() - t0
+        start_at = {
+            p: training_s(
+                steps.get(p, 0),
+                self.step_s,
+                self.speeds[p] if p < self.n else 1.0,
+                self.plan.slow_peers.get(p, 1.0),
+            )
+            for p in engines
+        }
+        self.phases = {"train_s": compute}
+        if self.bulk:
+            done = self._bulk_round(r, engines, start_at, offline_at)
+            if done is not None:
+                return done, self._finish_bulk(r, engines, done), losses, compute
         machines: dict[int, Machine] = {p: e.round_machine(r) for p, e in engines.items()}
-        faults: list[Any] = []
+        faults: list[Any] = [Crash(p, at_s=t) for p, t in offline_at.items()]
         for p in engines:
             k = self.plan.crash_at(p, r)
             if k is not None:
@@ -316,9 +463,7 @@ class _Sim:
                 cut = self.plan.partitions[at]
         if cut is not None:
             faults.append(Cut(frozenset(cut)))
-        start_at = {
-            p: self.step_s * steps.get(p, 0) * self.plan.slow_peers.get(p, 1.0) for p in engines
-        }
+        t1 = time.perf_counter()
 
         def on_lost(p: int, lost: frozenset[int]) -> bool:
             e = engines[p]
@@ -334,9 +479,13 @@ class _Sim:
             start_at=start_at,
             link_factor=dict(self.plan.slow_links),
             absent=[p for p in range(self.n) if p not in engines],
+            deadlines=self.deadlines,
         )
+        self.clock += run.virtual_time_s
         for p in run.dead:
             self.alive.discard(p)
+            if p in offline_at or p in run.declared:
+                self.away.add(p)
         for p in run.stopped:
             self._stop(p)
         records = {
@@ -344,7 +493,121 @@ class _Sim:
             for p in engines
             if p in run.results
         }
+        self.phases["comm_s"] = time.perf_counter() - t1
         return run, records, losses, compute
+
+    def done(self) -> bool:
+        """Whether the live parties' workload is done (a statistics job; all agree)."""
+        return any(self.engines[p].workload.done for p in self.alive)
+
+    def _bulk_round(
+        self,
+        r: int,
+        engines: dict[int, RoundEngine],
+        start_at: dict[int, float],
+        offline_at: dict[int, float],
+    ) -> RunResult | None:
+        """The round's ring sum in bulk (`ringfl.transport.bulk`) when nothing can go
+        wrong in it: ring collective, every member live and known to every member, no
+        scheduled crash or partition, nobody going offline before the sum is done and no
+        silence the deadlines would act on. None: run it message by message instead."""
+        from ringfl.secure.aggregate import Masking
+        from ringfl.transport import bulk
+
+        if self.collective != "ring" or not engines:
+            return None
+        ring = list(next(iter(engines.values())).members)
+        if sorted(ring) != sorted(engines) or any(
+            list(e.members) != ring or e.lost_at_start(r) for e in engines.values()
+        ):
+            return None
+        if any(self.plan.crash_at(p, r) is not None for p in engines) or any(
+            at <= r for at in self.plan.partitions
+        ):
+            return None
+        t0 = time.perf_counter()
+        payloads = {p: engines[p].ring_payload(r) for p in ring}
+        length = payloads[ring[0]].shape[0]
+        e0 = engines[ring[0]]
+        masking = None if e0.secure is None else Masking(clip=e0.secure.clip)
+        out = None
+        if masking is not None:
+            parties = {}
+            for p in ring:
+                sec = engines[p].secure
+                assert sec is not None
+                parties[p] = bulk.SecureParty(sec.keys, payloads[p], sec.entropy)
+            assert e0.secure is not None
+            out = bulk.secure_ring_sum(
+                ring,
+                parties,
+                e0.secure.public_keys,
+                session=e0.session,
+                round=r,
+                masking=masking,
+                long_term=self._long_term,
+            )
+            stages = bulk.secure_stages(ring, length, masking, out.committee)
+        else:
+            stages = [bulk.AllReduce(length, 4)]
+        sched = bulk.ring_schedule(
+            self.net, ring, stages, start_at, link_factor=dict(self.plan.slow_links)
+        )
+        end = float(sched.finished_at.max())
+        hard = 65.0 * self.net.deadline_s
+        if self.deadlines is not None:
+            pol = self.deadlines[ring[0]].policy
+            hard = 2 * pol.max_s + pol.probe_max_s
+        if any(t <= end for t in offline_at.values()) or float(sched.silence.max()) >= hard:
+            return None
+        if out is None:
+            rows = np.stack([payloads[p] for p in ring])
+            del payloads
+            result = bulk.plain_ring_sum(rows)
+            del rows
+            self.phases["masking_s"] = 0.0
+        else:
+            result = out.result
+            self.phases["masking_s"] = out.seconds["keys_s"] + out.seconds["mask_s"]
+            self._bulk_clipped = out.clipped
+        result.flags.writeable = False  # one array for every member
+        if self.deadlines is not None:
+            for i, p in enumerate(ring):
+                self.deadlines[p].observe(float(sched.silence[i]))
+        self.phases["comm_s"] = time.perf_counter() - t0 - self.phases["masking_s"]
+        return RunResult(
+            results=dict.fromkeys(ring, result),
+            dead=frozenset(),
+            bytes_sent={p: int(sched.bytes_sent[i]) for i, p in enumerate(ring)},
+            messages_sent={p: int(sched.messages[i]) for i, p in enumerate(ring)},
+            virtual_time_s=end,
+            finished_at={p: float(sched.finished_at[i]) for i, p in enumerate(ring)},
+        )
+
+    def _finish_bulk(
+        self, r: int, engines: dict[int, RoundEngine], run: RunResult
+    ) -> dict[int, RoundRecord]:
+        from ringfl.engine.round import SumOutcome
+
+        t0 = time.perf_counter()
+        self.clock += run.virtual_time_s
+        members = tuple(run.results)
+        clipped = getattr(self, "_bulk_clipped", None) if self.secure else None
+        records = {
+            p: engines[p].finish_round(
+                r,
+                run.results[p],
+                SumOutcome(
+                    members,
+                    clipped=None if clipped is None else clipped[p],
+                    attempts=1 if self.secure else None,
+                ),
+            )
+            for p in members
+        }
+        self._bulk_clipped = None
+        self.phases["comm_s"] += time.perf_counter() - t0
+        return records
 
     def _stop(self, p: int) -> None:
         self.alive.discard(p)
@@ -362,16 +625,25 @@ def simulate(
     network: MemoryNetwork | None = None,
     data: PeerData | None = None,
     faults: Sequence[Fault] = (),
-    step_s: float = 1e-3,
+    step_s: float | None = None,
+    workload: Callable[[int], Workload] | None = None,
     backend: BackendSpec = "auto",
+    availability: Availability | None = None,
+    bulk: bool = False,
 ) -> SimResult:
     """Simulate `config` on `graph` (party i = i-th node). `model` overrides config.model
     (e.g. a factory); `out`: write metrics/plots there (None: write nothing);
     `baseline`: also train the centralized baseline at the same sample budget;
-    `network`: the in-memory network (default: 50 us latency, 1 GB/s per link);
+    `network`: the in-memory network (default: the topology's `latency_ms` /
+    `bandwidth_mbps`, else 50 us and 1 GB/s per link; `ringfl.sim_clock`);
     `data`: pre-loaded `PeerData` (default: `prepare_data(config, N)`); `faults`: more
-    scheduled faults (added to `config.faults`); `step_s`: virtual seconds per local step;
-    `backend`: where the parties' local training runs — "auto", "inline", "processes",
+    scheduled faults (added to `config.faults`); `step_s`: virtual seconds per local step
+    at speed 1 (default `config.clock.step_s`); `availability`: offline intervals (default:
+    `config.clock.availability` or its random churn); `bulk`: compute fault-free ring
+    sums in bulk (`ringfl.transport.bulk`: the same bits, times and bytes; for large N);
+    `workload`: party index -> its engine workload (default: the config's neural model on
+    the party's data; then no dataset is loaded unless `data` is given). `backend`: where
+    the parties' local training runs — "auto", "inline", "processes",
     "ray" or a spec from `ringfl.compute` (the results are the same bits on each)."""
     from ringfl.topology import peers
 
@@ -392,6 +664,9 @@ def simulate(
             faults=faults,
             step_s=step_s,
             trainers=trainers,
+            workload=workload,
+            availability=availability,
+            bulk=bulk,
         )
 
 
@@ -406,8 +681,11 @@ def _simulate(
     network: MemoryNetwork | None,
     data: PeerData | None,
     faults: Sequence[Fault],
-    step_s: float,
+    step_s: float | None,
     trainers: Backend,
+    workload: Callable[[int], Workload] | None,
+    availability: Availability | None,
+    bulk: bool,
 ) -> SimResult:
     from tqdm.auto import tqdm
 
@@ -417,22 +695,41 @@ def _simulate(
     n = len(peers(graph))
     if n < 1:
         raise ConfigError("topology has no peers")
-    data = prepare_data(config, n) if data is None else data
-    if len(data.parties) != n:
-        raise ConfigError(f"data: {len(data.parties)} parties for {n} peers")
+    if workload is None:
+        data = prepare_data(config, n) if data is None else data
+        if len(data.parties) != n:
+            raise ConfigError(f"data: {len(data.parties)} parties for {n} peers")
+        try:
+            job = TrainJob.of(config, model_spec(config, model), data.parts)
+        except ValueError as exc:
+            raise ConfigError(f"data: {exc}") from None
+        held = trainers.load(job, data.parts, [p.val for p in data.parties])
+        # the backend may hold the training sets in shared memory: keep only that copy
+        data = dataclasses.replace(
+            data,
+            parties=[
+                dataclasses.replace(d, train=t) for d, t in zip(data.parties, held, strict=True)
+            ],
+        )
     names = [str(v) for v in peers(graph)]
     plan = resolve([*config.faults, *faults], names)
-    try:
-        job = TrainJob.of(config, model_spec(config, model), data.parts)
-    except ValueError as exc:
-        raise ConfigError(f"data: {exc}") from None
-    held = trainers.load(job, data.parts, [p.val for p in data.parties])
-    # the backend may hold the training sets in shared memory: keep only that copy
-    data = dataclasses.replace(
+    from ringfl.sim_clock import network_for
+
+    if availability is None:
+        availability = _availability(config, names)
+    sim = _Sim(
+        graph,
+        config,
         data,
-        parties=[dataclasses.replace(d, train=t) for d, t in zip(data.parties, held, strict=True)],
+        plan,
+        network or network_for(graph),
+        model,
+        config.clock.step_s if step_s is None else step_s,
+        trainers,
+        workload,
+        availability,
+        bulk,
     )
-    sim = _Sim(graph, config, data, plan, network or MemoryNetwork(), model, step_s, trainers)
     setup_s, setup_bytes = sim.setup()
     rounds = config.train.rounds
     metrics: list[dict[str, Any]] = []
@@ -443,15 +740,17 @@ def _simulate(
     scratch = None
     bar = tqdm(range(rounds), desc=f"{sim.name} x{n}", unit="round", disable=not progress)
     last_eval: dict[str, Any] = {}
+    phases: list[dict[str, Any]] = []
     pending_eval: dict[int, GlobalEval] = {}
-    virtual = 0.0
     for r in bar:
+        if sim.done():
+            break
         t0 = time.perf_counter()
         run, recs, train_losses, compute = sim.round(r)
         t2 = time.perf_counter()
+        phases.append({"round": r, **sim.phases, "wall_s": t2 - t0})
         compute_total += compute
         comm_total += t2 - t0 - compute
-        virtual += run.virtual_time_s
         sent = float(np.mean([run.bytes_sent.get(p, 0) for p in range(n)]))
         cum_bytes += sent
         rec = _agreed(recs, sim.collective, r, [p for p in run.messages_sent if p < n])
@@ -467,10 +766,12 @@ def _simulate(
                 "dropped": [names[p] for p in (rec.dropped if rec else ())],
                 "admitted": [names[p] for p in (rec.admitted if rec else ())],
                 "stopped": [names[p] for p in sorted(run.stopped)],
+                "offline": [names[p] for p in sorted(sim.away)],
                 "virtual_s": run.virtual_time_s,
+                "time_s": sim.clock,
             }
         )
-        if (r + 1) % config.eval_every and r + 1 != rounds:
+        if (r + 1) % config.eval_every and r + 1 != rounds and not sim.done():
             continue
         row: dict[str, Any] = dict.fromkeys(METRIC_FIELDS)
         row.update(
@@ -482,12 +783,14 @@ def _simulate(
             compute_s=compute,
             comm_s=t2 - t0 - compute,
             virtual_comm_s=run.virtual_time_s,
+            time_s=sim.clock,
             clipped=sum(x.clipped or 0 for x in recs.values()) if sim.secure else None,
         )
         live = [sim.engines[p] for p in sorted(sim.alive)]
-        if data.test is not None and sim.collective == "neighbours":
+        test = None if data is None else data.test
+        if test is not None and sim.collective == "neighbours":
             flats = [e.workload.get() for e in live]
-            evs = [evaluate(e.workload.model, data.test) for e in live]  # type: ignore[attr-defined]
+            evs = [evaluate(e.workload.model, test) for e in live]  # type: ignore[attr-defined]
             if scratch is None:
                 scratch = copy.deepcopy(live[0].workload.model)  # type: ignore[attr-defined]
             mean = np.stack(flats).astype(np.float64).mean(axis=0)
@@ -496,11 +799,11 @@ def _simulate(
                 accuracy=float(np.mean([e.accuracy for e in evs])),
                 loss=float(np.mean([e.loss for e in evs])),
                 min_peer_accuracy=float(min(e.accuracy for e in evs)),
-                mean_model_accuracy=evaluate(scratch, data.test).accuracy,
+                mean_model_accuracy=evaluate(scratch, test).accuracy,
                 consensus_distance=consensus_distance(flats),
             )
-        elif data.test is not None and live:
-            ev = evaluate(live[0].workload.model, data.test)  # type: ignore[attr-defined]
+        elif test is not None and live:
+            ev = evaluate(live[0].workload.model, test)  # type: ignore[attr-defined]
             row.update(accuracy=ev.accuracy, loss=ev.loss)
         row["wall_s"] = time.perf_counter() - t_start
         metrics.append(row)
@@ -521,7 +824,7 @@ def _simulate(
             if ge is not None and row["accuracy"] is None:
                 row.update(accuracy=ge.accuracy, loss=ge.loss)
     base = None
-    if baseline and data.test is not None:
+    if baseline and data is not None and data.test is not None:
         budget = sample_budget([len(p) for p in data.parts], config.train)
         base = centralized(
             data.pooled,
@@ -552,6 +855,7 @@ def _simulate(
         alive=sorted(sim.alive),
         setup_s=setup_s,
         setup_bytes_per_peer=setup_bytes,
+        phases=phases,
         baseline=base,
         backend=trainers.name,
         workers=trainers.workers,
@@ -559,6 +863,26 @@ def _simulate(
     if out is not None:
         write_outputs(result, Path(out))
     return result
+
+
+def _availability(config: Config, names: Sequence[str]) -> Availability | None:
+    """The config's availability: a trace file, or random churn up to
+    `clock.churn_horizon_s`."""
+    from ringfl.sim_clock import load_availability, random_churn
+
+    c = config.clock
+    if c.availability is not None:
+        return load_availability(c.availability, names)
+    if c.churn_up_s is not None:
+        return random_churn(
+            len(names),
+            c.churn_horizon_s,
+            mean_up_s=c.churn_up_s,
+            mean_down_s=c.churn_down_s,
+            fraction=c.churn_fraction,
+            seed=c.churn_seed,
+        )
+    return None
 
 
 def _agreed(

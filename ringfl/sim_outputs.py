@@ -33,9 +33,10 @@ def write_outputs(result: SimResult, out: Path) -> list[Path]:
             w.writerow({k: "" if v is None else v for k, v in row.items()})
     files[2].write_text(json.dumps(result.summary(), indent=1) + "\n")
     files[3].write_text(json.dumps(result.config.to_dict(), indent=1) + "\n")
-    result.data.summary.save_csv(out / "partition.csv")
-    result.data.summary.save_json(out / "partition.json")
-    files += [out / "partition.csv", out / "partition.json"]
+    if result.data is not None:
+        result.data.summary.save_csv(out / "partition.csv")
+        result.data.summary.save_json(out / "partition.json")
+        files += [out / "partition.csv", out / "partition.json"]
     files += plot_metrics(result, out)
     result.out_dir = out
     result.files = files
@@ -43,8 +44,9 @@ def write_outputs(result: SimResult, out: Path) -> list[Path]:
 
 
 def plot_metrics(result: SimResult, out: Path) -> list[Path]:
-    """accuracy_vs_round.png and accuracy_vs_bytes.png, with the centralized baseline as a
-    horizontal reference line."""
+    """accuracy_vs_round.png, accuracy_vs_bytes.png and accuracy_vs_time.png (time to
+    accuracy on the virtual clock), with the centralized baseline as a horizontal
+    reference line."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -56,10 +58,12 @@ def plot_metrics(result: SimResult, out: Path) -> list[Path]:
     rounds = [m["round"] for m in shown]
     acc = [100 * m["accuracy"] for m in shown]
     mb = [m["cum_bytes_per_peer"] / 1e6 for m in shown]
+    secs = [m["time_s"] for m in shown]
     paths = []
     for name, xs, xlabel in (
         ("accuracy_vs_round.png", rounds, "round"),
         ("accuracy_vs_bytes.png", mb, "MB sent per peer"),
+        ("accuracy_vs_time.png", secs, "simulated seconds"),
     ):
         fig = Figure(figsize=(6, 4), dpi=100)
         FigureCanvasAgg(fig)

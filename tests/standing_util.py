@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 POLICY = """\
 proposers = "*"
-kinds = ["train"]
+kinds = ["train", "analytics"]
 datasets = ["digits"]
 [columns.digits]
 deny = ["pixel0"]
@@ -84,6 +84,27 @@ def task_spec(participants: list[str], **over: Any) -> dict[str, Any]:
             "model": {"name": "logreg"},
             "train": {"rounds": 3, "local_steps": 5, "lr": 0.1},
             "algorithm": {"name": "ring", "secure": True},
+        },
+    }
+    spec.update(over)
+    return spec
+
+
+def analytics_spec(participants: list[str], **over: Any) -> dict[str, Any]:
+    """A secure analytics task over the example's digits tables."""
+    spec: dict[str, Any] = {
+        "name": "digits-stats",
+        "kind": "analytics",
+        "participants": participants,
+        "datasets": {p: "digits" for p in participants},
+        "columns": [f"pixel{i}" for i in range(1, 64)],
+        "config": {
+            "min_count": 10,
+            "ops": [
+                {"op": "mean", "column": "pixel20"},
+                {"op": "std", "column": "pixel20"},
+                {"op": "groupby", "by": "label", "groups": [0, 1], "column": "pixel30"},
+            ],
         },
     }
     spec.update(over)
@@ -185,9 +206,15 @@ class Impersonator:
         self.send_raw(to, json.dumps(msg).encode())
 
     def proposal(
-        self, spec: dict[str, Any], *, expires_in: float = 60.0, origin: str | None = None
+        self,
+        spec: dict[str, Any],
+        *,
+        expires_in: float = 60.0,
+        origin: str | None = None,
+        checked: bool = True,
     ) -> dict[str, Any]:
-        """An event proposing `spec`, signed with this party's key (unless edited later)."""
+        """An event proposing `spec`, signed with this party's key (unless edited later);
+        `checked`: `spec` is put in normal form first (False: sent as it is)."""
         from ringfl.standing.service import task_id
         from ringfl.standing.spec import parse_spec
 
@@ -196,7 +223,7 @@ class Impersonator:
         now = time.time()
         body = {
             "v": 1, "task": task_id(origin, nonce), "origin": origin, "kind": "proposed",
-            "time": now, "data": {"spec": parse_spec(spec), "nonce": nonce, "expires": now + expires_in},
+            "time": now, "data": {"spec": parse_spec(spec) if checked else spec, "nonce": nonce, "expires": now + expires_in},
         }  # fmt: skip
         return {**body, "sig": self.signer.sign(body)}
 

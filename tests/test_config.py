@@ -191,12 +191,10 @@ def test_gossip_without_explicit_secure_false_is_refused(tmp_path, secure):
 
 def test_unvalidated_gossip_config_still_never_sends_plain_models():
     from ringfl.algorithms import make_algorithm
-    from ringfl.topology import make
 
-    g = make("ring", 4)
     with pytest.raises(ConfigError, match="algorithm.secure: masking is not available"):
-        make_algorithm(AlgorithmConfig(name="gossip"), 0, g)  # a dataclass, not validated
-    assert make_algorithm(AlgorithmConfig(name="gossip", secure=False), 0, g) is not None
+        make_algorithm(AlgorithmConfig(name="gossip"))  # a dataclass, not validated
+    assert make_algorithm(AlgorithmConfig(name="gossip", secure=False)) is not None
 
 
 @pytest.mark.parametrize("command", ["simulate", "peer"])

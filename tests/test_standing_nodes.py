@@ -13,7 +13,8 @@ import pytest
 
 from ringfl.standing.client import Node, NodeError
 from ringfl.standing.signing import SigningKey
-from tests.standing_util import Impersonator, Parties, task_spec, wait_until
+from ringfl.standing.spec import parse_spec
+from tests.standing_util import Impersonator, Parties, analytics_spec, task_spec, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -68,6 +69,33 @@ def test_three_nodes_train_one_model(net):
     assert model.stat().st_size > 0
 
 
+def test_three_nodes_run_an_analytics_task_on_the_engine(net):
+    """A statistics task through the same runner: each node's peer reads only its own
+    table, the secure sums give pooled statistics, every node holds the same result."""
+    import numpy as np
+    import pandas as pd
+
+    parties, nodes = net
+    tid = nodes["b"].create_task(analytics_spec(["a", "b", "c"]))
+    hashes = set()
+    for p, node in nodes.items():
+        d = node.wait(tid, timeout=120)
+        assert d["status"] == "succeeded", (p, d["reason"])
+        hashes.add(d["result"]["hash"])
+    assert len(hashes) == 1 and len(hashes.pop()) == 64
+    pooled = pd.concat([pd.read_csv(parties.root / p / "digits.csv") for p in "abc"])
+    for p in "abc":
+        got = json.loads(
+            nodes[p].download(tid, "model", parties.root / f"stats-{p}.json").read_text()
+        )
+        v = got["values"]
+        assert np.isclose(v["mean(pixel20)"], pooled.pixel20.mean(), rtol=1e-12, atol=1e-12)
+        assert np.isclose(v["std(pixel20)"], pooled.pixel20.std(), rtol=1e-9)
+        by = pooled.groupby("label").pixel30
+        assert v["groupby(label)"]["0"]["count"] == by.count()[0]
+        assert got["run"]["parties"] == 3 and got["run"]["node"] == p
+
+
 def test_policy_rejection_reason_reaches_the_proposer(net):
     _, nodes = net
     spec = task_spec(["a", "b", "c"])
@@ -87,14 +115,13 @@ def test_policy_rejection_reason_reaches_the_proposer(net):
         ({"datasets": {"a": "digits", "b": "nope"}}, "unknown dataset 'nope'"),
         ({"columns": ["pixel0", "pixel1"]}, "pixel0 of 'digits' are forbidden"),
         ({"columns": None}, "the task reads every column"),
-        ({"kind": "gbdt"}, "kind: 'gbdt' is not allowed"),
-        ({"participants": ["a", "b"], "parties": {"b": {"train.batch_size": 8}}},
-         "train.batch_size: readable at b"),
+        ({"kind": "gbdt", "config": {"label": "label"}}, "kind: 'gbdt' is not allowed"),
+        ({"parties": {"b": {"train.batch_size": 8}}}, "train.batch_size: readable at b"),
     ],
 )  # fmt: skip
 def test_specs_breaking_a_policy_are_rejected_with_reasons(net, change, reason):
     _, nodes = net
-    spec = task_spec(["a", "b"])
+    spec = task_spec(["a", "b", "c"])
     spec.update(change)
     if spec.get("columns") is None:
         spec.pop("columns")
@@ -121,22 +148,22 @@ def test_api_needs_the_token_and_names_bad_fields(net):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=10)
     assert e.value.code == 400 and json.loads(e.value.read())["field"] == "body"
+    abc = ["a", "b", "c"]
     cases = [
-        ({k: v for k, v in task_spec(["a", "b"]).items() if k != "participants"}, "participants"),
-        (task_spec(["a", "zz"]), "participants"),
-        ({**task_spec(["a", "b"]), "datasets": {"a": "digits", "b": "digits"},
+        ({k: v for k, v in task_spec(abc).items() if k != "participants"}, "participants"),
+        (task_spec(["a", "b", "zz"]), "participants"),
+        ({**task_spec(abc), "datasets": {"a": "digits", "b": "digits"},
           "participants": ["a", "b", "x"]}, "datasets"),
-        ({**task_spec(["b", "c"])}, "participants"),  # a itself must take part
-        ({**task_spec(["a", "b"]), "schedule": "sometimes"}, "schedule"),
-        ({**task_spec(["a", "b"]), "config": {"data": {}}}, "config.data"),
+        ({**task_spec(["b", "c", "d"])}, "participants"),  # a itself must take part
+        ({**task_spec(abc), "schedule": "sometimes"}, "schedule"),
+        ({**task_spec(abc), "config": {"data": {}}}, "config.data"),
+        (task_spec(["a", "b"]), "participants"),  # a secure sum needs 3 parties
     ]  # fmt: skip
     for spec, field in cases:
         with pytest.raises(NodeError) as e:
             a.request("POST", "/api/tasks", spec)
         assert e.value.status == 400 and e.value.field == field, (field, str(e.value))
-    spec = task_spec(["a", "b"])
-    spec["participants"] = ["a", "zz"]
-    spec["datasets"] = {"a": "digits", "zz": "digits"}
+    spec = task_spec(["a", "b", "zz"])
     with pytest.raises(NodeError) as e:
         a.request("POST", "/api/tasks", spec)
     assert e.value.field == "participants" and "not a node" in str(e.value)
@@ -148,19 +175,23 @@ def test_forged_unsigned_replayed_expired_refused(net):
     a = nodes["a"]
     d = Impersonator(parties, "d")
     try:
-        good = d.proposal(task_spec(["d", "a"]))
+        dac = ["d", "a", "c"]
+        good = d.proposal(task_spec(dac))
         cases = []
-        unsigned = {k: v for k, v in d.proposal(task_spec(["d", "a"])).items() if k != "sig"}
+        unsigned = {k: v for k, v in d.proposal(task_spec(dac)).items() if k != "sig"}
         cases.append((unsigned, "unsigned"))
-        forged = d.proposal(task_spec(["d", "a"]))
+        forged = d.proposal(task_spec(dac))
         forged["sig"] = SigningKey.generate().sign({k: v for k, v in forged.items() if k != "sig"})
         cases.append((forged, "bad signature"))
-        tampered = d.proposal(task_spec(["d", "a"]))
+        tampered = d.proposal(task_spec(dac))
         tampered["data"]["spec"]["config"]["train"]["rounds"] = 4
         cases.append((tampered, "bad signature"))
-        cases.append((d.proposal(task_spec(["d", "a"]), expires_in=-5), "expired"))
-        cases.append((d.proposal(task_spec(["d", "a"]), origin="b"), "not relayed"))
-        cases.append((d.proposal(task_spec(["d", "b"])), "not a participant"))
+        cases.append((d.proposal(task_spec(dac), expires_in=-5), "expired"))
+        cases.append((d.proposal(task_spec(dac), origin="b"), "not relayed"))
+        cases.append((d.proposal(task_spec(["d", "b", "c"])), "not a participant"))
+        two = parse_spec(task_spec(dac))  # signed, but a secure task of 2: an invalid spec
+        two["participants"], _ = ["d", "a"], two["datasets"].pop("c")
+        cases.append((d.proposal(two, checked=False), "a secure task needs at least 3"))
         for ev, why in cases:
             d.send_event("a", ev)
             assert why in d.next_refusal()["reason"]
@@ -178,7 +209,7 @@ def test_forged_unsigned_replayed_expired_refused(net):
     assert any("bad signature" in r for r in seen) and any("expired" in r for r in seen)
     assert [t for t in a.tasks() if t["id"] == forged["task"]] == []
     # none of it stopped the node: it still takes proposals and collects b's vote
-    spec = task_spec(["a", "b"])
+    spec = task_spec(["a", "b", "c"])
     spec["config"]["train"]["rounds"] = 30  # over b's limit: a quick, complete round trip
     tid = a.create_task(spec)
     assert "rejected by b" in a.wait(tid, timeout=30)["reason"]

@@ -3,6 +3,7 @@ bounds, the SQLite store and its migrations, and the runner's files."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import stat
@@ -19,11 +20,11 @@ from ringfl.standing.policy import Policy, model_params
 from ringfl.standing.signing import SigningKey, public_key, verify
 from ringfl.standing.spec import SpecError, load_spec_text, parse_spec, schedule_seconds
 from ringfl.standing.store import MIGRATIONS, SCHEMA_VERSION, Store
-from tests.standing_util import task_spec
+from tests.standing_util import analytics_spec, task_spec
 
 
 def test_spec_normal_form_and_errors_name_the_field():
-    spec = parse_spec(task_spec(["a", "b"], schedule="every 2s", max_runs=3))
+    spec = parse_spec(task_spec(["a", "b", "c"], schedule="every 2s", max_runs=3))
     assert parse_spec(spec) == spec  # normal form is a fixed point
     assert spec["approval_timeout"] == 300.0 and spec["pace"] == 0.0
     assert schedule_seconds("every 60m") == 3600 and schedule_seconds("every 1.5h") == 5400
@@ -40,13 +41,61 @@ def test_spec_normal_form_and_errors_name_the_field():
     ]
     for change, field in bad:
         with pytest.raises(SpecError) as e:
-            parse_spec({**task_spec(["a", "b"]), **change})
+            parse_spec({**task_spec(["a", "b", "c"]), **change})
         assert e.value.field == field, (change, str(e.value))
     with pytest.raises(SpecError) as e:
-        parse_spec({k: v for k, v in task_spec(["a"]).items() if k != "schedule"} | {"max_runs": 2})
+        parse_spec(task_spec(["a", "b", "c"]) | {"max_runs": 2})
     assert e.value.field == "max_runs"
-    toml = 'kind = "train"\nparticipants = ["a"]\n[datasets]\na = "d"\n'
-    assert load_spec_text(toml)["datasets"] == {"a": "d"}
+
+
+def test_the_examples_tasks_pass_the_examples_policy(tmp_path):
+    from ringfl.standing.example import make_example
+
+    root = make_example(tmp_path, ports=(21901, 21902, 21903))
+    pol = Policy.load(root / "b" / "policy.toml")
+    cat = Catalog.load(root / "b" / "catalog.toml")
+    for name in ("task.toml", "analytics.toml"):
+        spec = load_spec_text((root / name).read_text(), name)
+        assert pol.check(spec, me="b", proposer="a", catalog=cat) == [], name
+
+
+def test_a_secure_task_needs_three_participants():
+    for spec in (task_spec(["a", "b"]), analytics_spec(["a", "b"])):
+        with pytest.raises(SpecError) as e:
+            parse_spec(spec)
+        assert e.value.field == "participants"
+        assert "a secure task needs at least 3 participants, this one has 2" in str(e.value)
+    # a task without masking may be smaller (its parties see each other's models anyway)
+    plain = task_spec(["a", "b"])
+    plain["config"]["algorithm"]["secure"] = False
+    assert parse_spec(plain)["participants"] == ["a", "b"]
+    gossip = task_spec(["a"])
+    gossip["config"]["algorithm"] = {"name": "gossip", "secure": False}
+    assert parse_spec(gossip)["participants"] == ["a"]
+
+
+def test_statistics_task_specs_are_checked_by_the_workload_parsers():
+    spec = parse_spec(analytics_spec(["a", "b", "c"]))
+    assert spec["kind"] == "analytics" and spec["config"]["ops"][0]["op"] == "mean"
+    newton = {**analytics_spec(["a", "b", "c"]), "kind": "newton"}
+    newton["config"] = {"label": "label", "newton": {"l2": 1.0}}
+    assert parse_spec(newton)["config"]["newton"] == {"l2": 1.0}
+    bad = [
+        ("analytics", {"ops": [{"op": "median"}]}, "config"),  # no column
+        ("analytics", {"ops": [], "extra": 1}, "config"),
+        ("gbdt", {"label": "y", "gbdt": {"max_depth": -1}}, "config"),
+        ("gbdt", {"label": "y", "workload": "newton"}, "config.workload"),
+        ("newton", {}, "config"),  # no label
+    ]
+    for kind, cfg, field in bad:
+        with pytest.raises(SpecError) as e:
+            parse_spec({**analytics_spec(["a", "b", "c"]), "kind": kind, "config": cfg})
+        assert e.value.field == field, (kind, cfg, str(e.value))
+    with pytest.raises(SpecError) as e:
+        parse_spec({**analytics_spec(["a", "b", "c"]), "parties": {"b": {"train.lr": 0.1}}})
+    assert e.value.field == "parties.b" and "train tasks only" in str(e.value)
+    toml = 'kind = "train"\nparticipants = ["a", "b", "c"]\n[datasets]\na = "d"\nb = "d"\nc = "d"\n'
+    assert load_spec_text(toml)["datasets"] == {"a": "d", "b": "d", "c": "d"}
     with pytest.raises(SpecError):
         load_spec_text("kind = ")
 
@@ -98,6 +147,13 @@ def test_catalog_shows_schemas_not_paths(catalog, tmp_path):
 
     with np.load(train) as z:
         assert z["x"].shape == (30, 2)
+    # a statistics task's view: one CSV table of the task's columns and the label
+    from ringfl.workloads.table import read_csv
+
+    table = read_csv(catalog.write_table("tab", ["pixel2", "pixel0"], tmp_path / "tview"))
+    assert table.names == ["pixel2", "pixel0", "label"] and len(table) == 30
+    with np.load(train) as z:
+        np.testing.assert_allclose(table.columns["pixel2"], z["x"][:, 0], rtol=1e-6)
     (tmp_path / "bad.toml").write_text('[datasets.x]\nfile = "missing.csv"\n')
     with pytest.raises(ConfigError, match=r"datasets.x.file: file not found"):
         Catalog.load(tmp_path / "bad.toml")
@@ -118,8 +174,8 @@ def test_policy_checks_and_field_permissions(catalog):
     )  # fmt: skip
     spec = parse_spec(
         {
-            **task_spec(["a", "b"]),
-            "datasets": {"a": "tab", "b": "tab"},
+            **task_spec(["a", "b", "c"]),
+            "datasets": {"a": "tab", "b": "tab", "c": "tab"},
             "columns": ["pixel0", "pixel1"],
             "parties": {"b": {"train.lr": 0.05}},
         }
@@ -143,10 +199,13 @@ def test_policy_checks_and_field_permissions(catalog):
     assert "proposer: c may not propose" in " | ".join(
         pol.check(spec, me="b", proposer="c", catalog=catalog)
     )
-    assert "unknown dataset 'x'" in why(datasets={"a": "tab", "b": "x"})
+    assert "unknown dataset 'x'" in why(datasets={"a": "tab", "b": "x", "c": "tab"})
     assert "pixel3 of 'tab' are forbidden" in why(columns=["pixel3"])
     assert "not in dataset" in why(columns=["nope"])
-    assert "min_parties = 2" in why(participants=["b"], datasets={"b": "tab"}, parties={})
+    plain = json.loads(json.dumps(spec["config"]))
+    plain["algorithm"]["secure"] = False  # one party alone: only a task without masking
+    alone = why(participants=["b"], datasets={"b": "tab"}, parties={}, config=plain)
+    assert "min_parties = 2" in alone and "algorithm.secure: must be True" in alone
     cfg = json.loads(json.dumps(spec["config"]))
     cfg["train"]["rounds"] = 6
     assert "max_rounds = 5" in why(config=cfg)
@@ -171,7 +230,9 @@ def _ev(origin, kind, t, data, task="t1"):
 
 
 def _proposal(parts, t=100.0, **spec):
-    s = parse_spec(task_spec(parts, **spec))
+    raw = task_spec(parts, **spec)
+    raw["config"]["algorithm"]["secure"] = False  # two parties: only a task without masking
+    s = parse_spec(raw)
     return _ev(parts[0], "proposed", t, {"spec": s, "nonce": "n" * 16, "expires": t + 60})
 
 
@@ -285,12 +346,32 @@ def test_runner_writes_a_ring_of_the_participants(tmp_path, monkeypatch):
     cmd = runner.prepare(req)
     assert cmd[cmd.index("--node") + 1] == "b"
     cfg = load_config(tmp_path / "run" / "config.toml")
-    assert cfg.data.files == (str(tmp_path / "run/data/train.npz"),) * 3
+    # this party's own file goes to its peer alone (--data); the config names no files
+    assert cmd[cmd.index("--data") + 1] == str(tmp_path / "run/data/train.npz")
+    assert cfg.data.dataset == "files" and cfg.data.files == ()
+    assert cfg.data.test == str(tmp_path / "run/data/test.npz")
     assert cfg.train.rounds == 2
     assert cfg.model.layers == ({"type": "flatten"}, {"type": "linear"})
     assert topology.ring_order(topology.load(tmp_path / "run" / "topology.json")) == ["c", "a", "b"]
     out = runner.read_outcome(tmp_path / "run", 3)
     assert out.status == "failed" and "status 3" in out.reason
+    # a statistics kind: the same peer, with the query and this party's table
+    query = {"ops": [{"op": "mean", "column": "pixel1"}]}
+    stats = dataclasses.replace(
+        req, kind="analytics", config=query, folder=Path("stats"), train=Path("t.csv"), test=None
+    )
+    cmd = runner.prepare(stats)
+    assert cmd[cmd.index("analytics") + 1 : cmd.index("analytics") + 3] == [
+        "--query",
+        str(Path("stats") / "job.json"),
+    ]
+    assert json.loads((tmp_path / "stats" / "job.json").read_text()) == query
+    assert cmd[cmd.index("--data") + 1] == str(tmp_path / "t.csv")
+    assert cmd[cmd.index("--peer-dir") + 1] == str(Path("stats") / "peer")
+    assert cmd[cmd.index("-o") + 1] == str(Path("stats") / "result.json")
+    fit = runner.prepare(dataclasses.replace(stats, kind="gbdt", config={"label": "label"}))
+    assert "fit" in fit and "--report" in fit
+    assert json.loads((tmp_path / "stats" / "job.json").read_text())["workload"] == "gbdt"
 
 
 def test_node_keys_command_writes_sign_keys(tmp_path):

@@ -11,8 +11,7 @@ from sklearn.cluster import KMeans as SkKMeans
 from sklearn.datasets import load_wine
 from sklearn.preprocessing import StandardScaler
 
-from ringfl.workloads.base import plain_sum, run_parties
-from ringfl.workloads.securesum import SimulatedSecureSum
+from ringfl.workloads.run import simulate_jobs
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "federated_kmeans.py"
 
@@ -29,10 +28,10 @@ def test_kmeans_example_is_short_and_equals_sklearn() -> None:
     km = load_example()
     x = StandardScaler().fit_transform(load_wine(return_X_y=True)[0])
     parties = [km.KMeans(x[i::3], k=3, seed=2, max_iter=100) for i in range(3)]
-    got = run_parties(parties, SimulatedSecureSum(3))[0]
+    got = simulate_jobs(parties).result
     # the same start, then scikit-learn's Lloyd iterations on the pooled points
     start = km.KMeans(x, k=3, seed=2)
-    start.apply(plain_sum([start.statistics()]))
+    start.apply(start.statistics())  # round 0 of one party holding every point
     ref = SkKMeans(3, init=start.centroids, n_init=1, algorithm="lloyd", tol=0, max_iter=100)
     ref.fit(x)
     order = np.lexsort(got.T)

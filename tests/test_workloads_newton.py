@@ -9,9 +9,8 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from ringfl.workloads.base import run_parties
 from ringfl.workloads.newton import LogisticModel, NewtonParams, NewtonWorkload
-from ringfl.workloads.securesum import SimulatedSecureSum
+from ringfl.workloads.run import simulate_jobs
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +21,7 @@ def cancer():
 
 def fit(x, y, params, n=3):
     ws = [NewtonWorkload(x[i::n], y[i::n], params) for i in range(n)]
-    models = run_parties(ws, SimulatedSecureSum(n))
+    models = simulate_jobs(ws).results
     assert all(m.coef == models[0].coef for m in models)
     return models[0]
 

@@ -65,20 +65,30 @@ def site():
 
 
 def run_parties(site: Path, command: str, spec: Path, out: str) -> list[Path]:
-    """Start one process per party (cwd = its directory), wait for all (bounded)."""
-    procs = []
-    for i in range(N):
-        wd = site / f"party{i}"
+    """`ringfl analytics|fit` as one real peer per party."""
+
+    def argv(i: int) -> list[str]:
         args = [command, "--query" if command == "analytics" else "--task", str(spec)]
         args += ["--topology", str(site / "topo.json"), "--node", str(i)]
         args += ["--keys", str(site / "keys"), "--data", "data.csv", "-o", out]
         if command == "fit":
             args += ["--report", "report.json"]
-        log = open(wd / f"{command}.log", "w")  # noqa: SIM115 - closed below
+        return cli(*args)
+
+    start_parties(site, argv, command)
+    return [site / f"party{i}" / out for i in range(N)]
+
+
+def start_parties(site: Path, argv, name: str) -> None:
+    """Start one process per party (cwd = its directory), wait for all (bounded)."""
+    procs = []
+    for i in range(N):
+        wd = site / f"party{i}"
+        log = open(wd / f"{name}.log", "w")  # noqa: SIM115 - closed below
         procs.append(
             (
                 subprocess.Popen(
-                    cli(*args),
+                    argv(i),
                     cwd=wd,
                     env=env(),
                     stdout=log,
@@ -97,9 +107,8 @@ def run_parties(site: Path, command: str, spec: Path, out: str) -> list[Path]:
                 kill_group(p)
             log.close()
     for i, (p, _) in enumerate(procs):
-        text = (site / f"party{i}" / f"{command}.log").read_text()
+        text = (site / f"party{i}" / f"{name}.log").read_text()
         assert p.returncode == 0, text[-3000:]
-    return [site / f"party{i}" / out for i in range(N)]
 
 
 def simulate(site: Path, command: str, spec: Path, out: Path) -> None:
@@ -216,3 +225,34 @@ def test_gbdt_on_real_peers_equals_the_simulated_run(site: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     rows = pred.read_text().splitlines()
     assert rows[0] == "example_id,prediction" and rows[1].startswith("5001,")
+
+
+def test_a_users_job_runs_identically_on_the_simulator_and_on_real_peers(site: Path) -> None:
+    """The guide's k-means class, unchanged, on both engine drivers: the simulator
+    (`simulate_jobs`) and three real peers (`run_peer`, CURVE, masked sums), each party
+    holding only its own points. Same centroids bit for bit, same contributors in every
+    round."""
+    import sys
+
+    from ringfl.workloads.run import simulate_jobs
+    from tests.test_workloads_kmeans_example import load_example
+
+    cols = ["mean_radius", "mean_texture", "mean_smoothness", "worst_area"]
+    points = []
+    for i in range(N):
+        x = pd.read_csv(site / f"party{i}" / "data.csv")[cols].to_numpy(dtype=np.float64)
+        np.save(site / f"party{i}" / "points.npy", x)
+        points.append(x)
+    child = str(Path(__file__).with_name("job_peer_child.py"))
+    topo, keys = str(site / "topo.json"), str(site / "keys")
+    start_parties(site, lambda i: [sys.executable, child, topo, str(i), keys, "points.npy"], "km")
+    km = load_example()
+    sim = simulate_jobs([km.KMeans(x, k=3, seed=2, max_iter=100) for x in points])
+    assert sim.counts.sums > 2 and sim.contributors
+    for i in range(N):
+        real = np.load(site / f"party{i}" / "centroids.npy")
+        assert real.tobytes() == sim.result.tobytes()
+        contributors = json.loads((site / f"party{i}" / "contributors.json").read_text())
+        assert (
+            contributors == sim.contributors == [[str(p) for p in range(N)]] * len(sim.contributors)
+        )

@@ -49,9 +49,9 @@ def test_predictions_file_for_gbdt_and_logistic(cancer_csv, tmp_path) -> None:
     np.testing.assert_array_equal([float(r[1]) for r in rows[1:]], gbdt.predict(x))
 
     w = NewtonWorkload(x[:, :3], y, NewtonParams(l2=1.0, standardize=True), names[:3])
-    from ringfl.workloads.base import plain_sum, run_parties
+    from ringfl.workloads.run import run_centralized
 
-    logit = run_parties([w], plain_sum)[0]
+    logit = run_centralized([w])[0]
     logit.save(tmp_path / "logit.json")
     proc = subprocess.run(
         cli(

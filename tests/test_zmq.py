@@ -240,3 +240,42 @@ def test_separate_processes(tmp_path, transport: str) -> None:
     want = np.sum(xs, axis=0)
     for p in range(n):
         np.testing.assert_allclose(np.load(tmp_path / f"out{p}.npy"), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "ipc"])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7])
+def test_planned_allreduces_over_zmq_equal_exact_sums(ctx, tmp_path, transport, n) -> None:
+    """Halving/doubling, the bidirectional ring and the automatic choice over real
+    sockets: odd lengths, empty buffers, integer sums that wrap modulo 2^k."""
+    from ringfl.collective.choose import make_allreduce
+
+    peers = local_peers(range(n), transport=transport, ipc_dir=str(tmp_path), context=ctx)
+    try:
+        ring = [int(p) for p in np.random.default_rng(n + 1).permutation(n)]
+        cases = [(0, "float32"), (n + 1, "uint32"), (50_001, "float32"), (100_003, "uint64")]
+        rnd = 0
+        for algorithm in ("halving-doubling", "bidirectional-ring", "auto"):
+            for m, dtype in cases:
+                rng = np.random.default_rng(rnd)
+                if dtype == "float32":
+                    xs = rng.standard_normal((n, m)).astype(dtype)
+                else:
+                    xs = rng.integers(0, np.iinfo(dtype).max, (n, m), dtype=dtype, endpoint=True)
+                machines = {
+                    p: make_allreduce(
+                        p, ring, xs[p], algorithm=algorithm, round=rnd, segment_bytes=1 << 16
+                    )
+                    for p in range(n)
+                }
+                res = run_threads(peers, machines, timeout_s=30)
+                rnd += 1
+                if dtype == "float32":
+                    want = xs.astype(np.float64).sum(axis=0)
+                    np.testing.assert_allclose(res[0], want, rtol=1e-5, atol=1e-4)
+                else:  # exact, modulo 2^64 / 2^32, in Python integers
+                    bits = 8 * np.dtype(dtype).itemsize
+                    want = [sum(int(v) for v in xs[:, i]) % 2**bits for i in range(m)]
+                    assert res[0].tolist() == want
+                assert all(res[p].tobytes() == res[0].tobytes() for p in range(n))
+    finally:
+        close_all(peers)

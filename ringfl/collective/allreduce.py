@@ -30,7 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from ringfl.collective.base import MachineBase, as_buffer, segment_elements, split, wire_dtype
+from ringfl.collective.base import (
+    MachineBase,
+    check_out,
+    read_source,
+    resolve_input,
+    segment_elements,
+    split,
+    wire_dtype,
+)
 from ringfl.collective.events import Action, Kind, Message
 from ringfl.errors import WireError
 
@@ -83,28 +91,10 @@ class RingAllReduce(MachineBase):
         segment_bytes: int = 1 << 20,
     ) -> None:
         self.ring, self.position = ring_positions(peer, ring)
-        self._data: np.ndarray | None = None
-        if data is not None:
-            arr = as_buffer(data, f"all-reduce of peer {peer}")
-            length = arr.shape[0] if length is None else length
-            dtype = arr.dtype if dtype is None else dtype
-            if arr.shape[0] != length or arr.dtype != np.dtype(dtype):
-                raise ValueError(f"all-reduce of peer {peer}: data disagrees with length/dtype")
-            if source is None:
-                self._data = arr
-        elif source is None:
-            raise ValueError(f"all-reduce of peer {peer}: give data or source")
-        if length is None or dtype is None:
-            raise ValueError(f"all-reduce of peer {peer}: source needs length and dtype")
-        if int(length) < 0:
-            raise ValueError(f"all-reduce of peer {peer}: negative length {length}")
-        super().__init__(
-            peer,
-            session=session,
-            round=round,
-            dtype=wire_dtype(dtype, f"all-reduce of peer {peer}"),
-        )
-        self.length = int(length)
+        what = f"all-reduce of peer {peer}"
+        self._data, length, dtype = resolve_input(what, data, length, dtype, source)
+        super().__init__(peer, session=session, round=round, dtype=wire_dtype(dtype, what))
+        self.length = length
         self._source = source
         n = self.n = len(self.ring)
         self.successor = self.ring[(self.position + 1) % n]
@@ -119,20 +109,7 @@ class RingAllReduce(MachineBase):
             bytearray(len(self.segments[self._recv_chunk(s)])) for s in range(self.steps)
         ]
         self._remaining = sum(len(r) for r in self._received)
-        if out is None:
-            out = np.empty(m, dtype=self.dtype)
-        elif (
-            not isinstance(out, np.ndarray)
-            or out.shape != (m,)
-            or out.dtype != self.dtype
-            or not out.flags.c_contiguous
-            or not out.flags.writeable
-        ):
-            raise ValueError(
-                f"all-reduce of peer {peer}: out must be a writable contiguous "
-                f"{self.dtype.name} array of {m} elements"
-            )
-        self.out = out
+        self.out = check_out(what, out, m, self.dtype)
 
     # -- ring arithmetic -------------------------------------------------------------
 
@@ -152,19 +129,7 @@ class RingAllReduce(MachineBase):
         if self._source is None:
             assert self._data is not None
             return self._data[start:stop]
-        part = self._source(start, stop)
-        if (
-            not isinstance(part, np.ndarray)
-            or part.dtype != self.dtype
-            or part.shape != (stop - start,)
-        ):
-            raise ValueError(
-                f"all-reduce source of peer {self.peer} returned "
-                f"{getattr(part, 'dtype', type(part).__name__)} "
-                f"{getattr(part, 'shape', '')} for [{start}, {stop}), "
-                f"expected {self.dtype.name} ({stop - start},)"
-            )
-        return np.ascontiguousarray(part)
+        return read_source(self._source, self.peer, self.dtype, start, stop)
 
     # -- Machine protocol ---------------------------------------------------------------
 

@@ -48,6 +48,61 @@ def as_buffer(data: Any, what: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def resolve_input(
+    what: str, data: Any, length: int | None, dtype: Any, source: Any
+) -> tuple[np.ndarray | None, int, Any]:
+    """Check a collective's contribution: `data` (1-D array) or `source` with `length` and
+    `dtype` (a `data` array may supply them). Returns (data or None when `source` is
+    used, length, dtype); `ValueError` naming `what` otherwise."""
+    arr: np.ndarray | None = None
+    if data is not None:
+        full = as_buffer(data, what)
+        length = full.shape[0] if length is None else length
+        dtype = full.dtype if dtype is None else dtype
+        if full.shape[0] != length or full.dtype != np.dtype(dtype):
+            raise ValueError(f"{what}: data disagrees with length/dtype")
+        if source is None:
+            arr = full
+    elif source is None:
+        raise ValueError(f"{what}: give data or source")
+    if length is None or dtype is None:
+        raise ValueError(f"{what}: source needs length and dtype")
+    if int(length) < 0:
+        raise ValueError(f"{what}: negative length {length}")
+    return arr, int(length), dtype
+
+
+def check_out(what: str, out: np.ndarray | None, length: int, dtype: np.dtype) -> np.ndarray:
+    """`out` if it is a writable contiguous `dtype` array of `length` elements, a new one
+    if it is None; `ValueError` otherwise."""
+    if out is None:
+        return np.empty(length, dtype=dtype)
+    if (
+        not isinstance(out, np.ndarray)
+        or out.shape != (length,)
+        or out.dtype != dtype
+        or not out.flags.c_contiguous
+        or not out.flags.writeable
+    ):
+        raise ValueError(
+            f"{what}: out must be a writable contiguous {dtype.name} array of {length} elements"
+        )
+    return out
+
+
+def read_source(source: Any, peer: int, dtype: np.dtype, start: int, stop: int) -> np.ndarray:
+    """`source(start, stop)`, checked to be `stop − start` elements of `dtype`."""
+    part = source(start, stop)
+    if not isinstance(part, np.ndarray) or part.dtype != dtype or part.shape != (stop - start,):
+        raise ValueError(
+            f"all-reduce source of peer {peer} returned "
+            f"{getattr(part, 'dtype', type(part).__name__)} "
+            f"{getattr(part, 'shape', '')} for [{start}, {stop}), "
+            f"expected {dtype.name} ({stop - start},)"
+        )
+    return np.ascontiguousarray(part)
+
+
 class MachineBase:
     """Common state of a collective: who it is, which session/round, bytes it sent."""
 

@@ -189,6 +189,8 @@ def _user_code(opts):
     from ringfl.config import load_config
     from ringfl.peer.spawn import party_from_loader
 
+    # stdin of a peer that `ringfl.launch` spawned on this machine (the user's own model
+    # and data factories), never the network
     code = cloudpickle.loads(sys.stdin.buffer.read())
     party = None
     if code.get("data") is not None:

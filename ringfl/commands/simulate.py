@@ -78,6 +78,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="ray backend: GPUs Ray reserves per party's training task (default 0)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar or partition table")
+    p.add_argument(
+        "--bulk",
+        action="store_true",
+        help="compute fault-free ring sums in bulk (same results; for hundreds of peers or more)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -182,10 +187,12 @@ def run(args: argparse.Namespace) -> int:
         baseline=not args.no_baseline,
         progress=not args.quiet,
         backend=backend,
+        bulk=args.bulk,
     )
     if not args.quiet:
         print("partition (samples per class):")
-        print(result.data.summary.table())
+        if result.data is not None:
+            print(result.data.summary.table())
     changed = any(r["dropped"] or r["admitted"] or r["stopped"] for r in result.rounds)
     if config.faults or changed:
         print("membership per round (rounds.jsonl):")

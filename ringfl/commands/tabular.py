@@ -6,9 +6,11 @@
     ringfl fit --task task.toml --topology T.json --node a --keys KEYS --data mine.csv -o model.json
     ringfl predict --model model.json --data FILE.csv -o predictions.csv [--id-column id]
 
-`--simulate` runs every party in this process over the simulated secure ring (real keys,
-real masking, in-memory network); the other form is one real party: it reads only its
-own file and talks to the others over ZeroMQ with CURVE (start one per node).
+Both forms run the job on the round engine (`ringfl.workloads.run`). `--simulate` runs
+every party in this process on the simulator (real keys, real masking, in-memory
+network); the other form is one real peer (`ringfl.peer.node.PeerNode`, as `ringfl
+peer`): it reads only its own file and talks to the others over ZeroMQ with CURVE (start
+one per node). Both give the same sums, bit for bit.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +26,22 @@ from ringfl.errors import ConfigError
 
 def _party_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--simulate", nargs="+", metavar="CSV", help="simulate: one CSV file per party (2 or more)"
+        "--simulate", nargs="+", metavar="CSV", help="simulate: one CSV file per party (3 or more)"
     )
     p.add_argument("--topology", metavar="FILE", help="real party: the topology file")
     p.add_argument("--node", metavar="NAME", help="real party: this party's node")
     p.add_argument("--keys", metavar="DIR", help="real party: key directory")
     p.add_argument("--data", metavar="CSV", help="real party: this party's own table")
     p.add_argument("--insecure", action="store_true", help="real party: links without CURVE")
-    p.add_argument("--seed", type=int, default=0, help="simulate: key seed (default 0)")
     p.add_argument(
-        "--deadline", type=float, default=5.0, metavar="S", help="real party: deadline (5 s)"
+        "--seed", type=int, default=0, help="the run's seed (simulate: keys too; default 0)"
+    )
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="real party: least wait for a silent peer (5 s)",
     )
     p.add_argument(
         "--startup-timeout",
@@ -42,6 +49,15 @@ def _party_args(p: argparse.ArgumentParser) -> None:
         default=60.0,
         metavar="S",
         help="real party: wait this long for the other parties to start (60 s)",
+    )
+    p.add_argument(
+        "--peer-dir",
+        metavar="DIR",
+        help="real party: the peer's folder (events.jsonl, metrics.jsonl, summary.json; "
+        "default runs/jobs/NODE)",
+    )
+    p.add_argument(
+        "--events", action="store_true", help="real party: print the peer's events to stderr"
     )
 
 
@@ -85,7 +101,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 class _Runner:
-    """Runs workloads for every simulated party, or for this one real party."""
+    """Runs one statistics job per party on the round engine: every party in this process
+    on the simulator (`--simulate`), or this one party as a real peer."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         from ringfl.workloads.table import read_csv
@@ -94,53 +111,36 @@ class _Runner:
         if args.simulate:
             if any(getattr(args, k) for k in ("topology", "node", "data")):
                 raise ConfigError("give either --simulate CSV... or --topology/--node/--data")
-            if len(args.simulate) < 2:
-                raise ConfigError("--simulate needs one CSV file per party, at least 2")
-            from ringfl.workloads.securesum import SimulatedSecureSum
-
+            if len(args.simulate) < 3:
+                raise ConfigError(
+                    "--simulate needs one CSV file per party, at least 3 (a secure sum "
+                    "never reveals a sum of fewer than 3 parties)"
+                )
             self.tables = [read_csv(f) for f in args.simulate]
-            self.summer: Any = SimulatedSecureSum(len(self.tables), seed=args.seed)
-            self.peer = None
         else:
             if not args.topology or not args.data:
                 raise ConfigError("give --simulate CSV... or --topology FILE and --data CSV")
-            from ringfl.workloads.peersum import PeerSecureSum
-
             self.tables = [read_csv(args.data)]
-            self.summer = PeerSecureSum(
-                args.topology,
-                args.node,
-                args.keys,
-                insecure=args.insecure,
-                deadline_s=args.deadline,
-                startup_s=args.startup_timeout,
-            )
-            self.peer = self.summer
-        self.started = time.perf_counter()
 
-    def run(self, workloads: list[Any]) -> Any:
-        from ringfl.workloads.base import run_parties, run_party
+    def run(self, jobs: list[Any]) -> Any:
+        """The jobs' run (`ringfl.workloads.run.JobRun`); its result is every party's."""
+        from ringfl.workloads.run import run_peer, simulate_jobs
 
-        if self.peer is not None:
-            return run_party(workloads[0], self.summer)
-        return run_parties(workloads, self.summer)[0]
-
-    def close(self) -> None:
-        if self.peer is not None:
-            self.peer.close()
-
-    def info(self) -> dict[str, Any]:
-        st = self.summer.stats
-        return {
-            "parties": len(self.tables) if self.peer is None else self.peer.n,
-            "node": None if self.peer is None else str(self.peer.node),
-            "secure_sums": st.sums,
-            "secure_rounds": st.rounds,
-            "bytes_sent": {str(k): v for k, v in st.bytes_sent.items()},
-            "seconds": round(time.perf_counter() - self.started, 6),
-            "seconds_in_secure_sum": round(st.seconds, 6),
-            "worst_resolution": st.worst_resolution,
-        }
+        a = self.args
+        if a.simulate:
+            return simulate_jobs(jobs, seed=a.seed)
+        return run_peer(
+            jobs[0],
+            a.topology,
+            node=a.node,
+            keys=a.keys,
+            insecure=a.insecure,
+            seed=a.seed,
+            deadline_s=a.deadline,
+            startup_s=a.startup_timeout,
+            out=a.peer_dir,
+            console=sys.stderr if a.events else None,
+        )
 
 
 def _analytics(args: argparse.Namespace) -> int:
@@ -149,11 +149,9 @@ def _analytics(args: argparse.Namespace) -> int:
 
     query = load_query(args.query)
     runner = _Runner(args)
-    try:
-        result = runner.run([AnalyticsWorkload(query, t) for t in runner.tables])
-    finally:
-        runner.close()
-    out = {**result.to_dict(), "run": runner.info()}
+    run = runner.run([AnalyticsWorkload(query, t) for t in runner.tables])
+    result = run.result
+    out = {**result.to_dict(), "run": run.info()}
     for r in result.refusals:
         print(f"ringfl analytics: {r}", file=sys.stderr)
     if args.out:
@@ -163,35 +161,31 @@ def _analytics(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from ringfl.workloads.tasks import load_task, metrics_workload, write_json
+    from ringfl.workloads.tasks import FitThenMetrics, load_task, write_json
 
     task = load_task(args.task)
     runner = _Runner(args)
-    try:
-        fitting = [task.workload_for(t) for t in runner.tables]
-        model = runner.run(fitting)
-        fit_info = runner.info()
-        data = [task.data(t) for t in runner.tables]
-        metrics = runner.run([metrics_workload(model, x, y) for x, y, _ in data])
-    finally:
-        runner.close()
+    jobs = [FitThenMetrics(task, t) for t in runner.tables]
+    run = runner.run(jobs)
+    model, metrics = run.result
     model.save(args.out)
     # per iteration: the Newton objective and step, or the GBDT training loss
-    history = getattr(model, "history", None) or getattr(fitting[0], "history", [])
+    history = jobs[0].history
     if args.metrics_jsonl:
         path = Path(args.metrics_jsonl)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps(h) + "\n" for h in history))
+    info = run.info()
     report = {
         "task": task.workload,
         "model": str(args.out),
-        "fit": fit_info,
+        "fit": info,
         "train_metrics": metrics,
     }
     if args.report:
         write_json(args.report, report)
     summary = {k: metrics[k] for k in ("accuracy", "auc", "log_loss", "rmse", "r2") if k in metrics}
-    print(json.dumps({"model": str(args.out), **summary, "seconds": fit_info["seconds"]}))
+    print(json.dumps({"model": str(args.out), **summary, "seconds": info["seconds"]}))
     return 0
 
 

@@ -75,8 +75,11 @@ class Backend:
         self, round_index: int, engines: Mapping[int, RoundEngine]
     ) -> dict[int, LocalStats]:
         """Every engine's local work of round `round_index` (`engine.train`): the
-        simulated parties' training runs on this backend first."""
-        store = self.store
+        simulated parties' training runs on this backend first (none when no training
+        job was loaded: e.g. statistics workloads compute in their engines)."""
+        if self._store is None:
+            return {p: e.train(round_index) for p, e in engines.items()}
+        store = self._store
         starts: list[np.ndarray] = []
         row: dict[int, int] = {}
         tasks: list[TrainTask] = []

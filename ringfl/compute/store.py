@@ -154,6 +154,10 @@ class SimWorkload:
     def num_classes(self) -> int:
         return self.store.job.classes[self.peer]
 
+    @property
+    def done(self) -> bool:
+        return False  # trains for the configured rounds
+
     def get(self) -> np.ndarray:
         return np.array(self.store.states[self.peer], dtype=np.float32, copy=True)
 

@@ -63,6 +63,8 @@ def serve(conn: Connection) -> int:
     for entry in reversed(path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
+    # a pipe from the driver that forked/spawned this worker on this machine, never the
+    # network: cloudpickle only ships the user's own code and job here
     msg: JobMessage = cloudpickle.loads(blob)
     tables = {}
     for name, spec in msg.tables.items():

@@ -2,7 +2,9 @@
 policy) as sans-I/O components that the simulator and real peers drive alike.
 
 - `round`: `RoundEngine`, the round itself; events in, machines and records out.
-- `workload`: what a party computes locally (`Workload`; `NeuralWorkload` first).
+- `workload`: what a party computes locally (`Workload`: `NeuralWorkload`, and
+  `StatisticsWorkload` around a `Statistics` job of `ringfl.workloads`).
+- `scale`: the agreed power-of-two scale of a statistics sum (64-bit fixed point).
 - `membership`: who takes part in which round (join flags, majority rule, handovers).
 - `failure`: the one failure detector (adaptive deadline, probes, declarations).
 - `faults`: fault schedules, the same for the simulator and real peers.

@@ -10,13 +10,20 @@ from typing import Any
 
 import networkx as nx
 
-from ringfl.algorithms import make_algorithm, masks
+from ringfl.algorithms import Algorithm, make_algorithm, masks
+from ringfl.algorithms.statistics import StatisticsSum
 from ringfl.config import Config
 from ringfl.data.parties import PartyData
 from ringfl.engine.faults import FaultPlan
 from ringfl.engine.round import RoundEngine
+from ringfl.engine.scale import STAT_BITS, STAT_CLIP
 from ringfl.engine.sums import SecureSettings
-from ringfl.engine.workload import ClassifierWorkload, NeuralWorkload
+from ringfl.engine.workload import (
+    AuxWorkload,
+    ClassifierWorkload,
+    NeuralWorkload,
+    StatisticsWorkload,
+)
 from ringfl.local import LocalTrainer
 from ringfl.models import ModelSpec, build_model
 from ringfl.secure.keys import PeerKeys
@@ -73,7 +80,7 @@ def make_engine(
     peer: int,
     n_peers: int,
     config: Config,
-    workload: ClassifierWorkload,
+    workload: ClassifierWorkload | AuxWorkload | StatisticsWorkload,
     *,
     order: Sequence[int] | None = None,
     row: Mapping[int, float] | None = None,
@@ -85,17 +92,27 @@ def make_engine(
     num_classes: int | None = None,
 ) -> RoundEngine:
     """The engine of party `peer` of `n_peers`. Ring modes need `order` (ring order) and,
-    when masking, `keys` and every party's `public_keys`; gossip needs `row`."""
-    algorithm = make_algorithm(config.algorithm)
+    when masking, `keys` and every party's `public_keys`; gossip needs `row`.
+
+    A `StatisticsWorkload` always runs `StatisticsSum` on the ring (whatever
+    `algorithm.name` says), masked in 64-bit words of values within ±1 (its agreed
+    scale) when `algorithm.secure`."""
+    algorithm: Algorithm
+    clip, bits = config.algorithm.clip, 32
+    if isinstance(workload, StatisticsWorkload):
+        algorithm = StatisticsSum()
+        clip, bits = STAT_CLIP, STAT_BITS
+        secure_sums = config.algorithm.secure
+    else:
+        algorithm = make_algorithm(config.algorithm)
+        secure_sums = masks(config.algorithm)
     if num_classes is None:
         num_classes = workload.num_classes
     secure = None
-    if masks(config.algorithm) and algorithm.collective == "ring":
+    if secure_sums and algorithm.collective == "ring":
         if keys is None or public_keys is None:
             raise ValueError(f"peer {peer}: secure sums need its key pair and the public keys")
-        secure = SecureSettings(
-            keys, dict(public_keys), clip=config.algorithm.clip, entropy=entropy
-        )
+        secure = SecureSettings(keys, dict(public_keys), clip=clip, entropy=entropy, bits=bits)
     return RoundEngine(
         peer=peer,
         algorithm=algorithm,

@@ -15,7 +15,8 @@ flags are the same on every finisher. Membership therefore changes only at round
 boundaries. A member known to be gone at the start of a round is reported to the round's
 collective at once (`peers_lost`), which re-forms the ring without it.
 
-Payload of peer i in a ring round (float32): [the algorithm's contribution, flags (N)].
+Payload of peer i in a ring round (float32; float64 for statistics workloads): [the
+algorithm's contribution, flags (N)].
 
 Majority rule: a peer keeps training only while the members it still reaches (members of
 the current round not known to be gone) are a strict majority of the topology's N; in a
@@ -42,10 +43,11 @@ def has_majority(live: int, n_peers: int) -> bool:
 
 
 def with_flags(contribution: np.ndarray, flags: Iterable[int], n_peers: int) -> np.ndarray:
-    """[contribution, flags] as one float32 vector: flag j is 1.0 when this peer asks for
-    peer j to be admitted in the next round."""
+    """[contribution, flags] as one vector (float32, or float64 for a float64
+    contribution): flag j is 1.0 when this peer asks for peer j to be admitted in the
+    next round."""
     m = contribution.shape[0]
-    out = np.zeros(m + n_peers, dtype=np.float32)
+    out = np.zeros(m + n_peers, dtype=np.result_type(contribution.dtype, np.float32))
     out[:m] = contribution
     for j in flags:
         out[m + int(j)] = 1.0
@@ -161,7 +163,8 @@ class Membership:
     ) -> tuple[list[int], list[int]]:
         """The sum of `round_index` is in: returns (dropped, admitted) and moves on to the
         next round's members."""
-        dropped = [p for p in self.members if p not in contributors]
+        keep = set(contributors)  # a set: N members against N contributors is O(N), not O(N²)
+        dropped = [p for p in self.members if p not in keep]
         self.gone |= set(dropped)
         for j in admitted:
             self.gone.discard(j)
@@ -178,6 +181,8 @@ class Membership:
     def to_serve(self, round_index: int) -> list[int]:
         """Members admitted for `round_index` to whom this peer (their ring predecessor)
         hands the round's start state."""
+        if round_index not in self.admitted_round.values():
+            return []  # nobody joins this round (the usual case): no pass over the members
         return [
             p
             for p in self.members

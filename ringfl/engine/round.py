@@ -5,7 +5,7 @@ network) and a real peer (`ringfl.peer.node`, ZeroMQ) drive it the same way:
     m = engine.setup_machine()            # ring modes: the secure sum of sample counts
     <run m with the others>; engine.finish_setup(m.result)
     engine.begin(round, members, session)
-    each round r:
+    each round r, until engine.finished(rounds):
         serve = engine.begin_round(r)     # members this party hands the start state to
         <send engine.handover(p) to each p in serve>
         engine.train(r)                   # local work (a driver may run it in a thread)
@@ -44,11 +44,11 @@ from ringfl.collective.events import Machine
 from ringfl.engine.faults import FaultPlan
 from ringfl.engine.membership import Membership, live_weights, split_flags, with_flags
 from ringfl.engine.sums import (
-    MAX_COUNT,
     SETUP_ROUND,
     SecureSettings,
     neighbour_mix,
     ring_sum,
+    setup_clip,
     star_sum,
 )
 from ringfl.engine.workload import LocalStats, Workload
@@ -86,6 +86,17 @@ class RoundRecord:
     clipped: int | None = None
     attempts: int | None = None
     evaluation: GlobalEval | None = None
+
+
+@dataclass(frozen=True)
+class SumOutcome:
+    """A completed ring sum as a driver that computes it without a machine reports it
+    (the simulator's bulk rounds): its contributors (ring order), this party's clipped
+    inputs and the attempts it took."""
+
+    members: tuple[int, ...]
+    clipped: int | None = None
+    attempts: int | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +170,11 @@ class RoundEngine:
     def members(self) -> list[int]:
         return self.membership.members
 
+    def finished(self, rounds: int) -> bool:
+        """Whether the run is over: `rounds` rounds done, or the workload is done (a
+        statistics job ends when its sums say so, on every member alike)."""
+        return self.round >= rounds or self.workload.done
+
     def weight(self) -> float:
         """This party's weight: n_i / T (ring modes), raw n_i (server), 0 (auxiliary)."""
         if self.aux:
@@ -173,15 +189,22 @@ class RoundEngine:
 
     # -- set-up ------------------------------------------------------------------------------
 
-    def setup_machine(self, session: int) -> Machine | None:
-        """Ring modes: the sum of (training, validation) sample counts over every peer,
-        and of the number of classes each party's model has (they must agree)."""
+    def setup_payload(self) -> np.ndarray | None:
+        """Ring modes: what this party puts into the setup sum (float64; its secure sum
+        clips at `setup_clip(N)`), for a driver that sums without a machine."""
         if self.collective != "ring":
             return None
-        data = np.array(
+        return np.array(
             [self.workload.num_samples, self.workload.num_val, self.num_classes],
             dtype=np.float64,
         )
+
+    def setup_machine(self, session: int) -> Machine | None:
+        """Ring modes: the sum of (training, validation) sample counts over every peer,
+        and of the number of classes each party's model has (they must agree)."""
+        data = self.setup_payload()
+        if data is None:
+            return None
         return ring_sum(
             self.peer,
             self.membership.order,
@@ -189,7 +212,7 @@ class RoundEngine:
             secure=self.secure,
             session=session,
             round_index=SETUP_ROUND,
-            clip=MAX_COUNT,
+            clip=setup_clip(len(self.membership.order)),
         )
 
     def finish_setup(self, result: np.ndarray) -> None:
@@ -316,16 +339,25 @@ class RoundEngine:
             index_session=self.index_session,
         )
 
-    def round_machine(self, round_index: int) -> Machine:
-        """The round's collective, with this party's contribution."""
+    def ring_payload(self, round_index: int) -> np.ndarray:
+        """Ring modes: the vector this party puts into the round's sum (what
+        `round_machine` sums), for a driver that sums without a machine; then
+        `finish_round(r, total, SumOutcome(...))`."""
+        if self.collective != "ring":
+            raise ValueError(f"peer {self.peer}: a {self.collective} round has no ring payload")
         x = self.round_input(round_index)
         self._x = x
         contribution = self.algorithm.contribution(x)
+        payload = with_flags(contribution, self.membership.flags(round_index), self.n_peers)
+        slot = self._slot if self._slot is not None else np.zeros(EVAL_SLOTS, np.float32)
+        payload = np.concatenate([payload, slot])
+        self._payload = payload
+        return payload
+
+    def round_machine(self, round_index: int) -> Machine:
+        """The round's collective, with this party's contribution."""
         if self.collective == "ring":
-            payload = with_flags(contribution, self.membership.flags(round_index), self.n_peers)
-            slot = self._slot if self._slot is not None else np.zeros(EVAL_SLOTS, np.float32)
-            payload = np.concatenate([payload, slot])
-            self._payload = payload
+            payload = self.ring_payload(round_index)
             return ring_sum(
                 self.peer,
                 self.members,
@@ -334,6 +366,9 @@ class RoundEngine:
                 session=self.session,
                 round_index=round_index,
             )
+        x = self.round_input(round_index)
+        self._x = x
+        contribution = self.algorithm.contribution(x)
         if self.collective == "neighbours":
             assert self.row is not None
             row = live_weights(self.row, self.peer, self.membership.gone)
@@ -382,12 +417,16 @@ class RoundEngine:
             round_index, correct / total, loss * LOSS_SCALE / total, total * self.val_total
         )
 
-    def finish_round(self, round_index: int, result: np.ndarray, machine: Machine) -> RoundRecord:
-        """Apply the round's collective result; move membership on; report the round."""
+    def finish_round(
+        self, round_index: int, result: np.ndarray, machine: Machine | SumOutcome
+    ) -> RoundRecord:
+        """Apply the round's collective result; move membership on; report the round.
+        `machine`: the collective that ran, or the `SumOutcome` of a ring sum computed
+        without one."""
         x = self._x
         assert x is not None, "round_machine first"
         members = tuple(self.members)
-        contributors = tuple(int(p) for p in machine.members)
+        contributors = tuple(map(int, machine.members))
         total = np.asarray(result)
         evaluation = None
         admitted: frozenset[int] = frozenset()
@@ -396,7 +435,8 @@ class RoundEngine:
             total, admitted = split_flags(body, self.n_peers)
             if round_index > 0 and round_index % self.eval_every == 0:
                 evaluation = self._global_eval(round_index - 1, slot)
-        failures = tuple(p for p in members if p not in contributors)
+        summed = set(contributors)
+        failures = tuple(p for p in members if p not in summed)
         if self.collective == "neighbours":
             failures = tuple(sorted(self._neighbours - set(contributors)))
         new = self.algorithm.aggregate(x, SumResult(total, contributors, failures))
@@ -418,8 +458,12 @@ class RoundEngine:
             admitted=tuple(adm),
             train_loss=float("nan") if local is None else local.loss,
             weight=weight,
-            clipped=machine.clipped if isinstance(machine, SecureRingAllReduce) else None,
-            attempts=machine.attempts if isinstance(machine, SecureRingAllReduce) else None,
+            clipped=machine.clipped
+            if isinstance(machine, (SecureRingAllReduce, SumOutcome))
+            else None,
+            attempts=machine.attempts
+            if isinstance(machine, (SecureRingAllReduce, SumOutcome))
+            else None,
             evaluation=evaluation,
         )
 
@@ -448,4 +492,12 @@ class RoundEngine:
         return self._global_eval(rounds - 1, np.asarray(result))
 
 
-__all__ = ["EVAL_SLOTS", "GlobalEval", "Handover", "LOSS_SCALE", "RoundEngine", "RoundRecord"]
+__all__ = [
+    "EVAL_SLOTS",
+    "GlobalEval",
+    "Handover",
+    "LOSS_SCALE",
+    "RoundEngine",
+    "RoundRecord",
+    "SumOutcome",
+]

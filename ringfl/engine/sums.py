@@ -25,16 +25,26 @@ SETUP_ROUND = 2**32 - 1
 MAX_COUNT = float(2**24)
 
 
+def setup_clip(n_peers: int) -> float:
+    """The clip of the secure setup sum of counts among `n_peers`: `MAX_COUNT`, lowered
+    for large rings so that n_peers · clip ≤ 2^30 and the 32-bit fixed point keeps whole
+    numbers (at least 0 fractional bits): 2^24 up to 64 peers, 2^20 at 1,000, 2^16 at
+    10,000."""
+    return min(MAX_COUNT, float(2 ** (30 - max(int(n_peers) - 1, 1).bit_length())))
+
+
 @dataclass(frozen=True)
 class SecureSettings:
     """What a party needs for masked sums: its masking key pair, every member's public
-    masking key, the clipping bound of the fixed-point inputs, and (tests) a source of
-    randomness for the round secrets."""
+    masking key, the clipping bound of the fixed-point inputs and their word size (32
+    bits for neural deltas; 64 for statistics, `ringfl.engine.scale`), and (tests) a
+    source of randomness for the round secrets."""
 
     keys: PeerKeys
     public_keys: Mapping[int, bytes | str]
     clip: float = 1.0
     entropy: Callable[[int], bytes] | None = None
+    bits: int = 32
 
 
 def ring_sum(
@@ -52,7 +62,7 @@ def ring_sum(
     overrides `secure.clip` (the setup sum of counts needs a wider range)."""
     if secure is None:
         return RetryingRingSum(peer, members, data, session=session, round=round_index)
-    masking = Masking(clip=secure.clip if clip is None else clip)
+    masking = Masking(bits=secure.bits, clip=secure.clip if clip is None else clip)
     extra = {} if secure.entropy is None else {"entropy": secure.entropy}
     return SecureRingAllReduce(
         peer,
@@ -96,6 +106,7 @@ __all__ = [
     "MAX_COUNT",
     "SETUP_ROUND",
     "SecureSettings",
+    "setup_clip",
     "neighbour_mix",
     "ring_sum",
     "star_sum",

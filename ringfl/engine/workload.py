@@ -9,24 +9,35 @@ workload work locally (`local`), hands start and local state to the algorithm, w
 forms the contribution and, from the sum, the new state that the engine writes back
 (`set`). A workload never sees the network, the clock or another party's data.
 
-`NeuralWorkload` (a torch model trained by SGD on this party's data) is the first
-instance; federated analytics, Newton logistic regression or boosted trees plug in the
-same way: `get`/`set` a flat float vector of sufficient statistics or parameters,
-`local` computes this party's part, and an algorithm turns contributions into the sum and
-the sum into the shared update.
+Two kinds of workload run on the engine:
+
+- `NeuralWorkload`: a torch model trained by SGD on this party's data; its state is the
+  model, its contribution the weighted delta (`ringfl.algorithms`), for a configured
+  number of rounds.
+- `StatisticsWorkload`: any `Statistics` job — federated analytics, Newton logistic
+  regression, boosted trees, metrics, a user's k-means (`ringfl.workloads`). Each step,
+  the party computes a vector of sufficient statistics from its own rows, the engine's
+  (secure) ring sum adds them (`StatisticsSum`), and every party applies the same
+  deterministic update to the sum; it runs until the job says it is `done`. The adapter
+  maps one step to one or two engine rounds (the agreed scale, `ringfl.engine.scale`).
+
+Both run in the simulator and on real peers with no code per driver.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from torch import nn
 
 from ringfl.algorithms.base import get_flat, set_flat
 from ringfl.data import Dataset
+from ringfl.engine import scale
+from ringfl.errors import ConfigError, RingflError
 from ringfl.local import LocalTrainer, evaluate
 
 
@@ -86,6 +97,12 @@ class Workload(Protocol):
         """Evaluate the current state on this party's validation data (None: none)."""
         ...
 
+    @property
+    def done(self) -> bool:
+        """True when the job is finished before the configured number of rounds (the
+        same on every member: decided from sums only)."""
+        ...
+
 
 class ClassifierWorkload(Workload, Protocol):
     """A workload whose model has a number of output classes (the setup sum checks that
@@ -126,6 +143,10 @@ class NeuralWorkload:
     def num_classes(self) -> int:
         """The model's output classes (from this party's data or the config)."""
         return self.trainer.data.num_classes
+
+    @property
+    def done(self) -> bool:
+        return False  # trains for the configured rounds
 
     def get(self) -> np.ndarray:
         return get_flat(self.model)
@@ -184,6 +205,155 @@ class AuxWorkload:
     def evaluate(self) -> EvalCounts | None:
         return None
 
+    @property
+    def done(self) -> bool:
+        return False
+
+
+class Statistics(Protocol):
+    """A statistics job, one instance per party (a sans-I/O state machine):
+
+        while not job.done:
+            v = job.statistics()    # this party's sufficient statistics, 1-D float64
+            s = <sum of v over all parties>   (only the sum is revealed)
+            job.apply(s)            # the same deterministic update on every party
+        job.result()
+
+    Invariants: `statistics()` returns a vector whose length depends only on the state
+    (which every party shares), never on the party's own data; `apply` depends only on
+    the state and the sum, so every party stays in the same state; values are finite.
+    Optional: `scale_exponent()` -> a public E (the same on every party) with every
+    |value| < 2^E, when the state implies one: the step then skips its SCALE round."""
+
+    @property
+    def done(self) -> bool: ...
+
+    def statistics(self) -> np.ndarray: ...
+
+    def apply(self, total: np.ndarray) -> None: ...
+
+    def result(self) -> Any: ...
+
+
+def check_vector(v: Any, where: str) -> np.ndarray:
+    """`v` as a 1-D float64 array; refuses other shapes and non-finite values."""
+    x = np.asarray(v, dtype=np.float64)
+    if x.ndim != 1:
+        raise ConfigError(f"{where}: statistics must be a 1-D vector, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        bad = int(np.flatnonzero(~np.isfinite(x))[0])
+        raise RingflError(f"{where}: statistics element {bad} is not finite ({x[bad]})")
+    return x
+
+
+@dataclass
+class SumCounts:
+    """What a `StatisticsWorkload` has summed so far: statistics vectors (`sums`),
+    engine rounds they took (`rounds`: SCALE + SUM), statistics elements, the largest
+    per-element error bound stated (`worst_resolution`, `ringfl.engine.scale`), and the
+    seconds the job itself computed (`compute_s`: its `statistics` and `apply`)."""
+
+    sums: int = 0
+    rounds: int = 0
+    elements: int = 0
+    worst_resolution: float = 0.0
+    compute_s: float = 0.0
+
+
+class StatisticsWorkload:
+    """A `Statistics` job as an engine workload (one per party; see the module
+    docstring). `parties`: how many parties sum (for the stated resolution).
+
+    Its state (`get`) is the vector it contributes while a round is pending (the scaled
+    statistics, or the one-hot exponent vector of a SCALE round), else the last sum,
+    which every party holds alike (so the driver's final hash is the same everywhere).
+    The engine's `StatisticsSum` contributes it as it is and hands the sum back (`set`).
+    It has no training data of its own to count (`num_samples` is 1: the setup sum then
+    counts the parties) and no validation data."""
+
+    def __init__(self, job: Statistics, *, parties: int) -> None:
+        self.job = job
+        self.parties = int(parties)
+        self.counts = SumCounts()
+        self._phase = "idle"  # idle | scale | sum: which round of the step comes next
+        self._v: np.ndarray | None = None
+        self._e: int | None = None
+        self._out: np.ndarray | None = None  # the pending contribution
+        self._last = np.zeros(0, dtype=np.float64)  # the last sum
+
+    @property
+    def name(self) -> str:
+        return type(self.job).__name__
+
+    @property
+    def num_samples(self) -> int:
+        return 1
+
+    @property
+    def num_val(self) -> int:
+        return 0
+
+    @property
+    def num_classes(self) -> int:
+        return 0
+
+    @property
+    def done(self) -> bool:
+        return self._phase == "idle" and self.job.done
+
+    def result(self) -> Any:
+        """The job's result (the same on every party)."""
+        return self.job.result()
+
+    def get(self) -> np.ndarray:
+        return (self._last if self._out is None else self._out).copy()
+
+    def set(self, state: np.ndarray) -> None:
+        total = np.asarray(state, dtype=np.float64)
+        self._out = None
+        self.counts.rounds += 1
+        if self._phase == "scale":
+            self._e = scale.agreed_exponent(total)
+            self._last = total.copy()
+            if self._e is not None:
+                self._phase = "sum"
+                return
+            total = np.zeros(0)  # every party sent zeros: the sum is zeros, no SUM round
+        assert self._v is not None
+        s = scale.scale_up(total, self._e) if total.size else np.zeros_like(self._v)
+        c = self.counts
+        c.sums += 1
+        c.elements += int(self._v.shape[0])
+        c.worst_resolution = max(c.worst_resolution, scale.resolution(self.parties, self._e))
+        self._phase, self._v, self._last = "idle", None, s
+        t0 = time.perf_counter()
+        self.job.apply(s.copy())
+        c.compute_s += time.perf_counter() - t0
+
+    def local(self, round_index: int) -> LocalStats:
+        if self._phase == "idle":
+            if self.job.done:
+                raise RingflError(f"{self.name}: a round after the job is done")
+            t0 = time.perf_counter()
+            v = check_vector(self.job.statistics(), self.name)
+            self.counts.compute_s += time.perf_counter() - t0
+            self._v = v
+            hint = getattr(self.job, "scale_exponent", None)  # optional (see Statistics)
+            e = None if hint is None else hint()
+            if e is None:
+                self._phase = "scale"
+                self._out = scale.exponent_onehot(v)
+                return LocalStats(float("nan"))
+            self._e = int(e)
+            scale.check_bound(v, self._e, self.name)
+            self._phase = "sum"
+        assert self._v is not None
+        self._out = scale.scale_down(self._v, self._e)
+        return LocalStats(float("nan"))
+
+    def evaluate(self) -> EvalCounts | None:
+        return None
+
 
 __all__ = [
     "AuxWorkload",
@@ -191,6 +361,9 @@ __all__ = [
     "EvalCounts",
     "LocalStats",
     "NeuralWorkload",
+    "Statistics",
+    "StatisticsWorkload",
+    "SumCounts",
     "Workload",
-    "eval_counts",
+    "check_vector",
 ]

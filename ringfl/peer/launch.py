@@ -122,7 +122,9 @@ def launch(
     with contextlib.suppress(ImportError):
         import sklearn.datasets  # noqa: F401
 
-    config = load_config(base.config)
+    from ringfl.config import Config
+
+    config = base.config if isinstance(base.config, Config) else load_config(base.config)
     graph = topology.load(base.topology)
     names = [str(v) for v in topology.peers(graph)]
     if parties is None and config.data.dataset != "files" and base.party is None:
@@ -135,7 +137,9 @@ def launch(
         }
     from ringfl.engine.faults import resolve
 
-    plan = resolve(config.faults, names, source=base.config)
+    plan = resolve(
+        config.faults, names, source=str(base.config) if isinstance(base.config, str) else "config"
+    )
     restart = {names[p] for p in plan.restarts}
     children: dict[int, tuple[str, int]] = {}
     sel = selectors.DefaultSelector()

@@ -91,7 +91,9 @@ class PeerNode(ControlPlane):
         from ringfl.engine.faults import resolve
 
         self.opts = opts
-        self.config: Config = load_config(opts.config)
+        self.config: Config = (
+            opts.config if isinstance(opts.config, Config) else load_config(opts.config)
+        )
         g = topology.load(opts.topology)
         self.graph = g
         self.nodes = topology.peers(g)
@@ -150,7 +152,11 @@ class PeerNode(ControlPlane):
             else list(range(self.n))
         )
         self.row = topology.mixing_rows(g, src)[self.peer] if self.mode == "gossip" else None
-        self.plan = resolve(self.config.faults, [str(v) for v in self.nodes], source=opts.config)
+        self.plan = resolve(
+            self.config.faults,
+            [str(v) for v in self.nodes],
+            source=str(opts.config) if isinstance(opts.config, str) else "config",
+        )
         out = opts.out or str(Path(self.config.output) / "peers" / node_dir_name(self.node))
         self.dir = Path(out)
         self.faults = parse_fault_hooks(opts.faults)
@@ -210,9 +216,13 @@ class PeerNode(ControlPlane):
     def _prepare(self) -> RoundEngine:
         from ringfl.engine.build import make_engine, neural_workload
 
-        party = self._party()
-        self.public_test = party.test
-        workload = neural_workload(self.peer, self.config, party, self.opts.model)
+        workload: Any
+        if self.opts.workload is not None:  # e.g. a statistics job (Python API)
+            workload = self.opts.workload(self.peer)
+        else:
+            party = self._party()
+            self.public_test = party.test
+            workload = neural_workload(self.peer, self.config, party, self.opts.model)
         engine = make_engine(
             self.peer,
             self.n,
@@ -271,7 +281,7 @@ class PeerNode(ControlPlane):
         """The largest frame a valid message of this run can have, in elements (uint8
         blobs count bytes): a model transfer, a masking share blob, or a sum segment.
         Larger frames are cut by ZeroMQ (MAXMSGSIZE) before they are even read."""
-        m, n = self.model_elements, self.n
+        m, n = max(self.model_elements, self.opts.max_elements or 0), self.n
         return 4 * (m + 2 * n + 64) + 128 * n + 4096
 
     def _close(self) -> None:
@@ -371,7 +381,7 @@ class PeerNode(ControlPlane):
             "members": self.names(rec.contributors),
             "dropped": self.names(rec.dropped),
             "admitted": self.names(rec.admitted),
-            "train_loss": stats.loss,
+            "train_loss": stats.loss if np.isfinite(stats.loss) else None,  # JSON: no NaN
             "compute_s": t1 - t0,
             "comm_s": t2 - t1,
             "weight": rec.weight,
@@ -386,7 +396,7 @@ class PeerNode(ControlPlane):
         flat = self.eng.workload.get()
         digest = checkpoint.digest(flat)
         cfg = self.config
-        last = rnd + 1 == cfg.train.rounds
+        last = self.eng.finished(cfg.train.rounds)
         if ((rnd + 1) % cfg.eval_every == 0 or last) and self.public_test is not None:
             from ringfl.local import evaluate
 
@@ -472,7 +482,7 @@ class PeerNode(ControlPlane):
                 try:
                     if self.state == State.JOINING:
                         self._join()
-                    while self.round < rounds:
+                    while not self.eng.finished(rounds):
                         self._round(self.round)
                     break
                 except Rejoin:

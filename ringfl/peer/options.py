@@ -6,10 +6,11 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from ringfl.config import Config
 from ringfl.data.parties import PartyData
 from ringfl.engine.failure import DeadlinePolicy
 from ringfl.errors import ConfigError, RingflError, TopologyError
@@ -33,7 +34,7 @@ class PeerOptions:
     """What `ringfl peer` takes (paths as given on the command line)."""
 
     topology: str
-    config: str
+    config: str | Config  # a config file, or a config built in Python
     node: str | None = None
     keys: str | None = None
     out: str | None = None
@@ -52,6 +53,10 @@ class PeerOptions:
     val: str | None = None  # its own validation file (`--val`)
     party: PartyData | None = None  # this party's data, loaded already (launch, Python API)
     model: Any = None  # a model factory or layer list (Python API), else the config's
+    # this party's engine workload, built from its peer index (Python API: a statistics
+    # job of `ringfl.workloads`); None: the config's neural model on the party's data
+    workload: Callable[[int], Any] | None = None
+    max_elements: int | None = None  # largest vector a sum may carry (default: the model's)
     hold: tuple[int, str] | None = None  # test hook: before round R, wait until FILE exists
 
 

@@ -161,5 +161,29 @@ class Catalog:
             out.append(dest)
         return out[0], out[1], k
 
+    def write_table(self, name: str, columns: list[str] | None, folder: Path) -> Path:
+        """Write the dataset as one CSV table for a statistics task (analytics, Newton,
+        GBDT), restricted to `columns` (every feature column when None) plus the label
+        column, into `folder` (local to this party). Returns its path. A CSV source keeps
+        its values as they are; an .npz/.npy source has columns f0, f1, ..."""
+        from ringfl.workloads.table import Table, read_csv, write_csv
+
+        e = self.entries[name]
+        have = list(e.schema["columns"])
+        keep = have if columns is None else list(columns)
+        label = str(e.schema["label"])
+        if e.file.suffix.lower() == ".csv":
+            src = read_csv(e.file)
+            cols = {c: src.columns[c] for c in [*keep, label]}
+        else:
+            d = load_data_file(e.file, label_column=e.label)
+            x = d.x.reshape(len(d.x), -1).astype(np.float64)
+            cols = {c: x[:, have.index(c)] for c in keep}
+            cols[label] = np.asarray(d.y, dtype=np.float64)
+        folder.mkdir(parents=True, exist_ok=True)
+        dest = folder / "table.csv"
+        write_csv(Table.from_arrays(cols, source=f"dataset {name}"), dest)
+        return dest
+
 
 __all__ = ["Catalog", "Entry"]

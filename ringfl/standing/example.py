@@ -3,7 +3,8 @@
 Writes into OUT: `topology.json` (parties a, b, c with node addresses on 127.0.0.1 and
 their public keys), `keys/<party>/` (CURVE, masking and signing keys, secrets 0600), for
 each party `<party>/catalog.toml` with its own third of the bundled digits data as CSV,
-`<party>/policy.toml`, and `task.toml`, a small secure-ring training task.
+`<party>/policy.toml`, `task.toml`, a small secure-ring training task, and
+`analytics.toml`, a secure analytics task over the same tables.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ PARTIES = ("a", "b", "c")
 
 POLICY = """\
 proposers = "*"
-kinds = ["train"]
+kinds = ["train", "analytics", "newton", "gbdt"]
 datasets = ["digits"]
 [limits]
 max_rounds = 50
 max_model_params = 100000
-min_parties = 2
+min_parties = 3
 [require]
 "algorithm.secure" = true
 [fields]
@@ -58,6 +59,27 @@ lr = 0.1
 [config.algorithm]
 name = "ring"
 secure = true
+"""
+
+ANALYTICS = """\
+name = "digits-stats"
+kind = "analytics"
+participants = ["a", "b", "c"]
+columns = ["pixel20", "pixel30"]
+[datasets]
+a = "digits"
+b = "digits"
+c = "digits"
+[config]                 # the query, as for `ringfl analytics --query`
+min_count = 10
+[[config.ops]]
+op = "mean"
+column = "pixel20"
+[[config.ops]]
+op = "groupby"
+by = "label"
+groups = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+column = "pixel30"
 """
 
 
@@ -110,6 +132,7 @@ def make_example(
         )
         (d / "policy.toml").write_text(POLICY)
     (out / "task.toml").write_text(TASK)
+    (out / "analytics.toml").write_text(ANALYTICS)
     return out
 
 

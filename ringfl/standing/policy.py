@@ -166,12 +166,13 @@ class Policy:
             why.append(f"datasets.{me}: dataset {ds!r} is not open to tasks")
         if entry is not None:
             why += self._check_columns(spec, ds, entry.schema["columns"])
+        train = spec["kind"] == "train"  # the others are statistics jobs: no model, no rounds
         rounds = flat_get(spec["config"], "train.rounds")
         hi = self.limits.get("max_rounds")
-        if hi is not None and (rounds if isinstance(rounds, int) else 10) > hi:
+        if train and hi is not None and (rounds if isinstance(rounds, int) else 10) > hi:
             why.append(f"config.train.rounds: {rounds} is over the limit max_rounds = {hi}")
         hi = self.limits.get("max_model_params")
-        if hi is not None and entry is not None:
+        if train and hi is not None and entry is not None:
             try:
                 n = model_params(spec, entry.schema)
             except ConfigError as exc:
@@ -180,6 +181,8 @@ class Policy:
                 if n > hi:
                     why.append(f"config.model: {n} parameters, over max_model_params = {hi}")
         for f, want in self.require.items():
+            if not train and f.split(".", 1)[0] in ("model", "train", "algorithm"):
+                continue  # a training setting: statistics jobs have none (and always mask)
             got = flat_get(spec["config"], f)
             if got != want:
                 why.append(f"config.{f}: must be {want!r} here, the task has {got!r}")

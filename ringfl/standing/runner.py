@@ -1,22 +1,27 @@
 """Runs this party's part of one task run: its real peer process, and nothing else.
 
-This is the one place that knows how a standing node drives the engine. Today the engine
-is `ringfl peer`; a run is:
+This is the one place that knows how a standing node drives the engine. Every kind runs
+as one real peer of the round engine (`ringfl.peer.node.PeerNode`) in a process of its
+own; a run is:
 
 1. `prepare`: write into the run folder the run's topology (the participants, each at
    the endpoint it announced for this run, with the link and masking public keys from the
-   node topology, the ring in participant order), the party's peer config (the task's
-   shared config, this party's per-party field values, and as data this party's own
-   catalog file, written to `train.npz`/`test.npz` restricted to the task's columns),
-   and, for a scheduled re-run, the last run's model as a round-0 checkpoint, so training
-   continues from it.
+   node topology, the ring in participant order) and what the kind needs:
+   - train: the party's peer config (the task's shared config and this party's
+     per-party field values; the public test set) and, for a scheduled re-run, the last
+     run's model as a round-0 checkpoint, so training continues from it. The party's
+     own data (its catalog file restricted to the task's columns, `data/train.npz`) goes
+     to the peer with `--data`: the weights come from the engine's secure setup sum.
+   - analytics, newton, gbdt: the query or task (`job.json`, the spec's [config]); the
+     party's table restricted to the task's columns and the label (`data/table.csv`).
 2. `PeerProcess.start`: `python -m ringfl peer --topology ... --node ... --config ...
-   --keys ... --out ...` in its own session, output to `peer.log`.
-3. `PeerProcess.wait`: wait for the exit, then read `summary.json` (status, model hash,
-   accuracy, loss), with `metrics.jsonl` and `model.npz` left in the folder for the API.
-
-Until the engine takes a party's file directly, the config lists that file once per
-participant (`dataset = "files"`), so the process never opens another party's data.
+   --keys ... --data ... --out ...` (train), or `python -m ringfl analytics|fit ...
+   --data ... --peer-dir ...` (the statistics kinds, the same peer with a statistics
+   job), in its own session, output to `peer.log`.
+3. `PeerProcess.wait`: wait for the exit, then read the peer's `summary.json` (status,
+   hash of the final state — the model, or a statistics job's last sum — which every
+   party holds alike), with `metrics.jsonl` and `model.npz` / `model.json` /
+   `result.json` left in the folder for the API.
 """
 
 from __future__ import annotations
@@ -39,7 +44,9 @@ from ringfl import topology
 from ringfl.peer.identity import MASK_KEY
 
 #: Task kinds this node's engine can run (the other kinds are refused with a reason).
-SUPPORTED_KINDS = ("train",)
+SUPPORTED_KINDS = ("train", "analytics", "newton", "gbdt")
+#: Where each statistics kind leaves its result in the run folder.
+RESULT_FILES = {"analytics": "result.json", "newton": "model.json", "gbdt": "model.json"}
 
 
 @dataclass
@@ -54,11 +61,13 @@ class RunRequest:
     node_graph: nx.Graph  # the standing topology (public keys)
     keys: Path  # this party's key directory
     folder: Path  # the run folder (created)
-    config: dict[str, Any]  # shared config + this party's per-party values (no [data])
+    config: dict[str, Any]  # train: shared config + this party's values (no [data]); else
+    # the query (analytics) or task (newton, gbdt)
     train: Path  # this party's data, already restricted to the task's columns
-    test: Path
+    test: Path | None = None  # train: the evaluation set
     warm_start: Path | None = None  # model.npz of the last run, for scheduled re-runs
     pace_s: float = 0.0
+    kind: str = "train"
 
 
 @dataclass
@@ -146,13 +155,13 @@ def prepare(req: RunRequest) -> list[str]:
     req.folder.mkdir(parents=True, exist_ok=True)
     topo = req.folder / "topology.json"
     topology.save(run_topology(req), topo)
+    if req.kind != "train":
+        return _statistics_command(req, topo)
     cfg = dict(req.config)
     cfg["output"] = str(req.folder)
-    cfg["data"] = {
-        "dataset": "files",
-        "files": [str(req.train.resolve())] * len(req.participants),  # absolute: the
-        "test": str(req.test.resolve()),  # config resolves relative paths against its folder
-    }
+    cfg["data"] = {"dataset": "files"}  # this party's own file comes with --data
+    if req.test is not None:  # absolute: the config resolves paths against its folder
+        cfg["data"]["test"] = str(req.test.resolve())
     conf = req.folder / "config.toml"
     conf.write_text(toml_text(cfg))
     out = req.folder / "peer"
@@ -166,12 +175,32 @@ def prepare(req: RunRequest) -> list[str]:
     cmd = [
         sys.executable, "-m", "ringfl", "peer",
         "--topology", str(topo), "--node", req.node, "--config", str(conf),
-        "--keys", str(req.keys), "--out", str(out),
+        "--keys", str(req.keys), "--out", str(out), "--data", str(req.train.resolve()),
         "--startup-timeout", "60", "--join-timeout", "60",
     ]  # fmt: skip
-    # When the engine takes a party's own file: cmd += ["--data", str(req.train)]
     if req.pace_s > 0:
         cmd += ["--min-round-seconds", str(req.pace_s)]
+    return cmd
+
+
+def _statistics_command(req: RunRequest, topo: Path) -> list[str]:
+    """A statistics kind: the query or task file, and `ringfl analytics|fit` as one real
+    peer of the run (its peer folder is `peer/`, as for train)."""
+    f = req.folder
+    job = f / "job.json"
+    job.write_text(json.dumps(req.config, indent=1) + "\n")
+    cmd = [sys.executable, "-m", "ringfl"]
+    if req.kind == "analytics":
+        cmd += ["analytics", "--query", str(job)]
+    else:
+        task = {**req.config, "workload": req.kind}
+        job.write_text(json.dumps(task, indent=1) + "\n")
+        cmd += ["fit", "--task", str(job), "--report", str(f / "report.json")]
+    cmd += [
+        "--topology", str(topo), "--node", req.node, "--keys", str(req.keys),
+        "--data", str(req.train.resolve()), "-o", str(f / RESULT_FILES[req.kind]),
+        "--peer-dir", str(f / "peer"), "--startup-timeout", "60", "--events",
+    ]  # fmt: skip
     return cmd
 
 
@@ -183,11 +212,17 @@ def read_outcome(folder: Path, returncode: int | None) -> RunOutcome:
     except (OSError, ValueError):
         s = {}
     if s.get("status") == "finished" and returncode in (0, None):
+        accuracy, loss = s.get("accuracy"), s.get("loss")
+        try:  # a fitted tabular model: its secure training metrics
+            m = json.loads((folder / "report.json").read_text())["train_metrics"]
+            accuracy, loss = m.get("accuracy"), m.get("log_loss", m.get("mse"))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
         return RunOutcome(
             "succeeded",
             hash=str(s.get("hash", "")),
-            accuracy=s.get("accuracy"),
-            loss=s.get("loss"),
+            accuracy=accuracy,
+            loss=loss,
             rounds=s.get("round"),
         )
     reason = s.get("reason") or f"the peer exited with status {returncode}"
@@ -304,7 +339,7 @@ def write_predictions(
     from ringfl.models import build_model
 
     model_file = folder / "peer" / "model.npz"
-    if not model_file.exists():
+    if not model_file.exists() or not test.exists():  # statistics kinds: no neural model
         return None
     with np.load(test, allow_pickle=False) as z:
         x, y = z["x"], z["y"]
@@ -324,6 +359,7 @@ def write_predictions(
 
 
 __all__ = [
+    "RESULT_FILES",
     "SUPPORTED_KINDS",
     "PeerProcess",
     "RunOutcome",

@@ -557,6 +557,8 @@ class NodeService:
 
     def _run_config(self, spec: dict[str, Any]) -> dict[str, Any]:
         cfg = json.loads(json.dumps(spec["config"]))
+        if spec["kind"] != "train":
+            return cfg  # a statistics job's query or task: no per-party training fields
         values, _ = self.policy.local_values(spec, self.me)
         for f, v in values.items():
             section, key = f.split(".", 1)
@@ -570,15 +572,20 @@ class NodeService:
         folder = self.state / "tasks" / task / f"run-{k}"
         try:
             cfg = self._run_config(spec)
-            train, test, classes = self.catalog.write_view(
-                spec["datasets"][self.me], spec.get("columns"), folder / "data"
-            )
+            ds, cols = spec["datasets"][self.me], spec.get("columns")
+            test: Path | None = None
+            classes = 0
+            if spec["kind"] == "train":
+                train, test, classes = self.catalog.write_view(ds, cols, folder / "data")
+            else:  # a statistics job reads one table: the task's columns and the label
+                train = self.catalog.write_table(ds, cols, folder / "data")
             warm = self.state / "tasks" / task / f"run-{k - 1}" / "peer" / "model.npz"
             req = runner.RunRequest(
                 task=task, run=k, node=self.me, participants=view.participants,
                 endpoints=endpoints, node_graph=self.graph, keys=self.key_dir, folder=folder,
-                config=cfg, train=train, test=test,
-                warm_start=warm if k > 1 and warm.exists() else None, pace_s=spec.get("pace", 0.0),
+                config=cfg, train=train, test=test, kind=spec["kind"],
+                warm_start=warm if k > 1 and warm.exists() and spec["kind"] == "train" else None,
+                pace_s=spec.get("pace", 0.0),
             )  # fmt: skip
             cmd = runner.prepare(req)
             (folder / "cmd.json").write_text(json.dumps({"cmd": cmd, "classes": classes}))
@@ -753,7 +760,7 @@ class NodeService:
                 local[int(x["run"])] = {
                     "status": x["status"], "endpoint": x["endpoint"], "pid": x["pid"],
                     "metrics": runner.metrics(folder),
-                    "model": (folder / "peer" / "model.npz").exists(),
+                    "model": self._model_file(folder, r["kind"]).exists(),
                     "predictions": (folder / "predictions.csv").exists(),
                 }  # fmt: skip
             out["local"] = local
@@ -777,13 +784,22 @@ class NodeService:
         if r is None:
             return None
         folder = Path(r["dir"])
+        t = self.store.one("SELECT kind FROM tasks WHERE id = ?", task)
         path = {
-            "model": folder / "peer" / "model.npz",
+            "model": self._model_file(folder, t["kind"] if t is not None else "train"),
             "metrics": folder / "peer" / "metrics.jsonl",
             "predictions": folder / "predictions.csv",
             "log": folder / "peer.log",
         }.get(what)
         return path if path is not None and path.is_file() else None
+
+    @staticmethod
+    def _model_file(folder: Path, kind: str) -> Path:
+        """A run's result to download: the neural model, or a statistics job's result
+        (`model.json` of newton/gbdt, `result.json` of analytics)."""
+        if kind == "train":
+            return folder / "peer" / "model.npz"
+        return folder / runner.RESULT_FILES[kind]
 
     def log_lines(self, task: str) -> tuple[list[str], list[str]]:
         """The task's log as two append-only streams of text lines: its events in the

@@ -52,6 +52,12 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 KINDS = ("train", "analytics", "newton", "gbdt")
+#: Kinds that run a statistics job (`ringfl.workloads`): their [config] is the query
+#: (analytics) or the task (newton, gbdt; `workload` is the kind) of `ringfl analytics` /
+#: `ringfl fit`. They always sum securely.
+STATISTICS_KINDS = ("analytics", "newton", "gbdt")
+#: A secure sum never finishes with fewer contributors (`ringfl.secure`).
+MIN_SECURE_PARTIES = 3
 #: Per-party training knobs: each party may set its own (subject to its permissions).
 LOCAL_FIELDS = (
     "train.lr",
@@ -121,6 +127,39 @@ def flat_get(config: Mapping[str, Any], dotted: str) -> Any:
     return cur
 
 
+def secure_task(kind: str, config: Mapping[str, Any]) -> bool:
+    """Whether a task's sums are masked: every statistics task; a train task unless its
+    algorithm has no masking (gossip, the server baseline) or `algorithm.secure` is
+    false (as `ringfl.algorithms.masks` decides)."""
+    if kind != "train":
+        return True
+    algo = config.get("algorithm", {})
+    if not isinstance(algo, Mapping):
+        return True
+    return algo.get("secure", True) is not False and algo.get("name", "ring") not in (
+        "gossip",
+        "server",
+    )
+
+
+def _check_statistics_config(kind: str, cfg: Mapping[str, Any]) -> None:
+    """The query (analytics) or task (newton, gbdt) of a statistics task, checked by the
+    workload's own parser (the same errors as `ringfl analytics` / `ringfl fit`)."""
+    if kind != "analytics" and cfg.get("workload", kind) != kind:
+        raise SpecError("config.workload", f"must be {kind!r} (the task's kind) or unset")
+    try:
+        if kind == "analytics":
+            from ringfl.workloads.analytics import parse_query
+
+            parse_query(dict(cfg), "config")
+        else:
+            from ringfl.workloads.tasks import parse_task
+
+            parse_task({**cfg, "workload": kind}, "config")
+    except ConfigError as exc:
+        raise SpecError("config", str(exc)) from None
+
+
 def parse_spec(raw: Any) -> dict[str, Any]:
     """Validate a spec (a mapping, e.g. parsed JSON/TOML) and return its normal form."""
     if not isinstance(raw, Mapping):
@@ -162,7 +201,24 @@ def parse_spec(raw: Any) -> dict[str, Any]:
     cfg = raw.get("config", {})
     if not isinstance(cfg, Mapping):
         raise SpecError("config", "must be a table")
+    if secure_task(kind, cfg) and len(parts) < MIN_SECURE_PARTIES:
+        raise SpecError(
+            "participants",
+            f"a secure task needs at least {MIN_SECURE_PARTIES} participants, this one has "
+            f"{len(parts)}: a secure sum is never revealed with fewer than "
+            f"{MIN_SECURE_PARTIES} contributors (with 2, each would learn the other's input "
+            "from the sum)"
+            + (
+                "; add a participant, or set config.algorithm.secure = false"
+                if kind == "train"
+                else "; add a participant"
+            ),
+        )
+    if kind in STATISTICS_KINDS:
+        _check_statistics_config(kind, cfg)
     for k, v in cfg.items():
+        if kind in STATISTICS_KINDS:
+            break  # the query or task table, checked above
         if k in _CONFIG_SECTIONS:
             if not isinstance(v, Mapping):
                 raise SpecError(f"config.{k}", "must be a table")
@@ -183,6 +239,8 @@ def parse_spec(raw: Any) -> dict[str, Any]:
             raise SpecError(f"parties.{p}", f"{p!r} is not a participant")
         if not isinstance(fields, Mapping):
             raise SpecError(f"parties.{p}", "must be a table of field = value")
+        if fields and kind != "train":
+            raise SpecError(f"parties.{p}", "per-party fields are for train tasks only")
         for f in fields:
             if f not in LOCAL_FIELDS:
                 raise SpecError(
@@ -246,10 +304,13 @@ def load_spec_file(path: str | Path) -> dict[str, Any]:
 __all__ = [
     "KINDS",
     "LOCAL_FIELDS",
+    "MIN_SECURE_PARTIES",
+    "STATISTICS_KINDS",
     "SpecError",
     "flat_get",
     "load_spec_file",
     "load_spec_text",
     "parse_spec",
     "schedule_seconds",
+    "secure_task",
 ]

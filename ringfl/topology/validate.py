@@ -4,6 +4,7 @@ docs/topology-format.md; `validate` checks them in this order and stops at the f
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Hashable
 
@@ -139,6 +140,27 @@ def _check_edge_weights(g: nx.Graph, source: str) -> None:
             checked_number(data[WEIGHT], f"weight of {edge_label(u, v)}", source)
 
 
+def _clock_number(v: object, what: str, source: str, positive: bool) -> None:
+    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+    if not ok or (v <= 0 if positive else v < 0):  # type: ignore[operator]
+        need = "> 0" if positive else ">= 0"
+        raise TopologyError(f"{source}: {what} must be a finite number {need}, got {v!r}")
+
+
+def _check_clock_attrs(g: nx.Graph, source: str) -> None:
+    """The simulator's clock attributes: `latency_ms` (>= 0) and `bandwidth_mbps` (> 0) on
+    edges and the graph, `speed` (> 0) on nodes."""
+    for key, positive in (("latency_ms", False), ("bandwidth_mbps", True)):
+        if key in g.graph:
+            _clock_number(g.graph[key], f"the graph's {key}", source, positive)
+        for u, v, data in g.edges(data=True):
+            if key in data:
+                _clock_number(data[key], f"{key} of {edge_label(u, v)}", source, positive)
+    for node, data in g.nodes(data=True):
+        if "speed" in data:
+            _clock_number(data["speed"], f"speed of {node_label(node)}", source, True)
+
+
 def validate(g: nx.Graph, source: str = "graph") -> None:
     """Check `g` as a ringfl topology; raise `TopologyError` naming `source` and the
     offending node or edge at the first problem. Returns None when `g` is valid."""
@@ -148,6 +170,7 @@ def validate(g: nx.Graph, source: str = "graph") -> None:
     _check_node_attrs(g, source)
     _check_edge_weights(g, source)
     check_mixing(g, source)
+    _check_clock_attrs(g, source)
     if RING in g.graph:
         problem = ring_problem(g, g.graph[RING])
         if problem:

@@ -6,13 +6,18 @@ for bit. Every message goes through `wire.encode` → bytes → `wire.decode`, e
 ZeroMQ, so the wire format is exercised and captured frames are the real bytes. Received
 payloads are private writable buffers, as over ZeroMQ, so machines may reuse them.
 
-Timing model: each peer has one outgoing link (its NIC) of `bandwidth_Bps`; messages leave
-it one after another (a message starts when the previous one from that peer has finished),
-and arrive `latency_s` after their last byte left. Hence links are FIFO. Computation takes
-no virtual time.
+Timing model: each peer has one outgoing NIC; messages leave it one after another (a
+message starts when the previous one from that peer has finished), take size / bandwidth
+of their link to leave, and arrive the link's latency after their last byte left. Hence
+links are FIFO. Every link has `latency_s` and `bandwidth_Bps` unless `links` gives that
+pair its own (`Link`; `ringfl.sim_clock.link_model` reads them from a topology).
+Computation takes no virtual time. A machine that starts late (`start_at`: its local
+training) holds what arrives before its start and takes it, in arrival order, when it
+starts; its failure detector starts then too.
 
 Faults: `Crash(peer, after_sends=k)` — the peer's k-th send still goes out, then it is dead:
-its later sends and every message to it vanish (k = 0: dead from the start). `Cut(side)` —
+its later sends and every message to it vanish (k = 0: dead from the start);
+`Crash(peer, at_s=t)` — it dies at virtual time t (it goes offline). `Cut(side)` —
 messages between `side` and the other peers vanish (a partition); to each side the other
 is unreachable. `Suspect(peer, after_sends=k)` — a wrong loss declaration: right after the
 peer's k-th send every other live machine is told at once (not when a deadline passes)
@@ -23,7 +28,9 @@ time. `start_at` delays a machine's start (its local training on virtual time);
 
 Failure detection: every live machine has the failure detector real peers use
 (`ringfl.engine.failure.FailureDetector`), fed with virtual time, with a fixed deadline of
-`deadline_s` (probe window half of it). A silent peer a machine waits for is probed; a
+`deadline_s` (probe window half of it), or — with `deadlines` (one `AdaptiveDeadline` per
+peer, kept by the driver across runs as a real peer keeps its own) — the engine's adaptive
+deadline, which each run's longest silence updates. A silent peer a machine waits for is probed; a
 live, reachable peer answers at once (a slow one too), a crashed or cut-off one never, and
 is declared gone when the deadline passes. As a real peer's LOST notice does, the news
 then reaches, at that same virtual moment, every live machine that cannot reach the lost
@@ -34,7 +41,10 @@ real peer that finds itself in a minority stops); otherwise the machine gets
 `PeerTimeout` (the default reaction) propagates out of `run`. A stall that no loss
 explains (the awaited peers answer probes but nothing moves for the detector's hard limit,
 65 deadlines, or a machine told of every crash still neither finishes nor sends) raises
-`PeerTimeout` naming the peers the stalled machines wait for.
+`PeerTimeout` naming the peers the stalled machines wait for — except when the awaited
+peers are stragglers that have not started yet (still training): as real peers do at the
+hard limit, they are declared gone, cut off for the rest of the run (`RunResult.declared`),
+and the others go on without them.
 
 A message that a machine rejects (`WireError` from `decode` or `receive`) is dropped and its
 reason recorded in `RunResult.rejected`, as a real peer would log it.
@@ -54,14 +64,30 @@ from ringfl.errors import PeerTimeout, WireError
 
 #: capture callback: (sender, to, frames as bytes)
 Capture = Callable[[int, int, list[bytes]], None]
+# pseudo-senders of clock events in the queue
+_START, _OFFLINE = -2, -3
 
 
 @dataclass(frozen=True)
 class Crash:
-    """`peer` dies right after its `after_sends`-th send (0: before sending anything)."""
+    """`peer` dies right after its `after_sends`-th send (0: before sending anything), or,
+    with `at_s`, at that virtual time (seconds from the run's start)."""
 
     peer: int
     after_sends: int = 0
+    at_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Link:
+    """One link's one-way latency (seconds) and bandwidth (bytes per second, > 0)."""
+
+    latency_s: float
+    bandwidth_Bps: float
+
+    def __post_init__(self) -> None:
+        if not (self.latency_s >= 0 and self.bandwidth_Bps > 0):
+            raise ValueError(f"Link: latency ≥ 0 and bandwidth > 0, got {self}")
 
 
 @dataclass(frozen=True)
@@ -101,11 +127,13 @@ class RunResult:
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (receiver, reason)
     stopped: frozenset[int] = frozenset()  # peers the driver stopped (`on_lost` said so)
     finished_at: dict[int, float] = field(default_factory=dict)  # virtual time of Done
+    declared: frozenset[int] = frozenset()  # stragglers declared gone at the hard limit
 
 
 class MemoryNetwork:
-    """In-memory network: `latency_s` per message, `bandwidth_Bps` per sender, and
-    `deadline_s` of virtual time before silent peers are declared lost."""
+    """In-memory network: `latency_s` per message, `bandwidth_Bps` per link, and
+    `deadline_s` of virtual time before silent peers are declared lost. `links`: links
+    with their own latency and bandwidth, keyed by peer pair (either order)."""
 
     def __init__(
         self,
@@ -114,6 +142,7 @@ class MemoryNetwork:
         deadline_s: float = 1.0,
         *,
         max_elements: int = 1 << 28,
+        links: Mapping[tuple[int, int], Link] | None = None,
     ) -> None:
         if latency_s < 0 or bandwidth_Bps <= 0 or deadline_s <= 0:
             raise ValueError("MemoryNetwork: latency ≥ 0, bandwidth > 0 and deadline > 0")
@@ -121,6 +150,14 @@ class MemoryNetwork:
         self.bandwidth_Bps = bandwidth_Bps
         self.deadline_s = deadline_s
         self.max_elements = max_elements
+        self.default_link = Link(latency_s, bandwidth_Bps)
+        self.links: dict[tuple[int, int], Link] = {
+            (min(a, b), max(a, b)): v for (a, b), v in (links or {}).items()
+        }
+
+    def link(self, a: int, b: int) -> Link:
+        """The link between peers `a` and `b`."""
+        return self.links.get((a, b) if a < b else (b, a), self.default_link)
 
     def run(
         self,
@@ -134,6 +171,7 @@ class MemoryNetwork:
         start_at: Mapping[int, float] | None = None,
         link_factor: Mapping[tuple[int, int], float] | None = None,
         absent: Iterable[int] = (),
+        deadlines: Mapping[int, AdaptiveDeadline] | None = None,
     ) -> RunResult:
         """Run every machine to completion (or death) and collect the results.
 
@@ -141,11 +179,12 @@ class MemoryNetwork:
         appended to. `session`, if given, is checked by `wire.decode`. `initial_lost`,
         `on_lost`, `start_at`, `link_factor`: see the module docstring. `absent`: peers
         that exist but run nothing now (crashed earlier, rejoining): messages to them vanish.
+        `deadlines`: each peer's adaptive deadline (updated by this run), instead of the
+        fixed `deadline_s`.
         """
-        run = _Run(self, dict(machines), list(faults), capture, session)
+        run = _Run(self, dict(machines), list(faults), capture, session, deadlines, start_at)
         run.initial_lost = dict(initial_lost or {})
         run.on_lost = on_lost
-        run.start_at = dict(start_at or {})
         run.absent = frozenset(absent)
         run.link_factor = {(min(a, b), max(a, b)): f for (a, b), f in (link_factor or {}).items()}
         return run.go()
@@ -159,6 +198,8 @@ class _Run:
         faults: list[Crash | Cut | Suspect | Inject],
         capture: Capture | list | None,
         session: int | None,
+        deadlines: Mapping[int, AdaptiveDeadline] | None = None,
+        start_at: Mapping[int, float] | None = None,
     ) -> None:
         self.net = net
         self.machines = machines
@@ -173,7 +214,10 @@ class _Run:
         self.cut: frozenset[int] | None = None
         self.initial_lost: dict[int, frozenset[int]] = {}
         self.on_lost: Callable[[int, frozenset[int]], bool] | None = None
-        self.start_at: dict[int, float] = {}
+        self.start_at: dict[int, float] = dict(start_at or {})
+        self.pending: set[int] = {p for p in machines if self.start_at.get(p, 0.0) > 0}
+        self.inbox: dict[int, list[tuple[int, list]]] = {}  # held until the machine starts
+        self.declared: set[int] = set()
         self.link_factor: dict[tuple[int, int], float] = {}
         self.stopped: set[int] = set()
         self.absent: frozenset[int] = frozenset()
@@ -182,7 +226,14 @@ class _Run:
         self.seq = 0
         self.now = 0.0
         for f in faults:
-            if f.__class__ is Crash or f.__class__ is Suspect:
+            if f.__class__ is Crash and f.at_s is not None:
+                if f.peer not in machines:
+                    raise ValueError(f"fault names peer {f.peer}, which is not in the network")
+                if f.at_s <= 0:  # offline from the start
+                    self.crash_after[f.peer] = 0
+                else:
+                    self._push(float(f.at_s), _OFFLINE, f.peer, [])
+            elif f.__class__ is Crash or f.__class__ is Suspect:
                 if f.peer not in machines:
                     raise ValueError(f"fault names peer {f.peer}, which is not in the network")
                 self.crash_after[f.peer] = f.after_sends
@@ -213,12 +264,22 @@ class _Run:
         # a live peer that answers probes is waited for as long as a real peer would with
         # the default deadlines (2 x 30 s + 5 s for d = 1 s) before the stall is an error
         hard = 65.0 * d
-        self.detectors = {
-            p: FailureDetector(AdaptiveDeadline(policy), started=0.0, hard_limit_s=hard)
-            for p in machines
-        }
-        self.wake = dict.fromkeys(machines, 0.0)  # when each detector must be asked next
-        self.first_ask = d / 2  # after progress, the detector has nothing to say before this
+        self.detectors = {}
+        for p in machines:
+            t0 = self.start_at.get(p, 0.0) if p in self.pending else 0.0
+            if deadlines is not None and p in deadlines:
+                self.detectors[p] = FailureDetector(deadlines[p], started=t0)
+            else:
+                self.detectors[p] = FailureDetector(
+                    AdaptiveDeadline(policy), started=t0, hard_limit_s=hard
+                )
+        # when each detector must be asked next (a late starter's from its start)
+        self.wake = {p: self.detectors[p].started for p in machines}
+        # after progress, a detector has nothing to say before this
+        self.first_ask = min(
+            (det.deadline.seconds() - det.deadline.probe_s() for det in self.detectors.values()),
+            default=d / 2,
+        )
         self.min_wake = 0.0  # a lower bound of min(self.wake) over live machines
 
     def _push(self, t: float, sender: int, to: int, frames: list[bytes]) -> None:
@@ -250,13 +311,14 @@ class _Run:
         self.bytes[peer] += len(body)
         self.wire_bytes[peer] += size
         factor = self.link_factor.get((min(peer, a.to), max(peer, a.to)), 1.0)
+        link = self.net.link(peer, a.to)
         start = max(self.now, self.nic_free[peer])
-        end = start + factor * size / self.net.bandwidth_Bps
+        end = start + factor * size / link.bandwidth_Bps
         self.nic_free[peer] = end
         if self.capture is not None:
             self.capture(peer, a.to, [head, bytes(body)])
         if not self._cut_between(peer, a.to) and a.to not in self.absent:
-            self._push(end + factor * self.net.latency_s, peer, a.to, frames)
+            self._push(end + factor * link.latency_s, peer, a.to, frames)
         limit = self.crash_after.get(peer)
         if limit is not None and self.sends[peer] >= limit and peer not in self.dead:
             self.dead.add(peer)
@@ -298,21 +360,26 @@ class _Run:
         self._act(p, self.machines[p].peers_lost(lost))
 
     def _start(self, p: int) -> None:
+        self.pending.discard(p)
         if p in self.dead:
             return
+        self.min_wake = min(self.min_wake, self.wake[p])
         self._act(p, self.machines[p].start())
         lost = self.initial_lost.get(p, frozenset()) - self.reported[p]
         if lost and p not in self.finished:
             self.reported[p] |= lost
             self.detectors[p].mark_lost(lost)
             self._act(p, self.machines[p].peers_lost(frozenset(lost)))
+        # what arrived while it was still training, in arrival order
+        for sender, frames in self.inbox.pop(p, ()):
+            self._deliver(sender, p, frames)
 
     def _detect(self) -> None:
         """Run the failure detectors up to the next event (or until one declares): probes
         are answered by live, reachable peers; declared peers reach every machine that
         cannot reach them either (the LOST notice), at one virtual moment."""
         while True:
-            live = self._live_unfinished()
+            live = [p for p in self._live_unfinished() if p not in self.pending]
             if not live:
                 return
             nxt = self.queue[0][0] if self.queue else float("inf")
@@ -340,6 +407,13 @@ class _Run:
                     stalled.append(p)
                 declared |= set(v.declare)
             if stalled:
+                late = self._stragglers(stalled)
+                if late:
+                    for p in stalled:  # only the stragglers are declared; the rest wait on
+                        det = self.detectors[p]
+                        det.lost -= set(self.machines[p].expecting()) - late - self.reported[p]
+                    self._declare_stragglers(late)
+                    return
                 self._stall(stalled)
             if declared:
                 for r in self._live_unfinished():
@@ -350,6 +424,28 @@ class _Run:
                         self.wake[r] = self.now
                 self.min_wake = self.now
                 return
+
+    def _stragglers(self, stalled: list[int]) -> set[int]:
+        """Awaited peers that have not started their collective yet (still training)."""
+        waiting = set().union(*(self.machines[p].expecting() for p in stalled))
+        return {q for q in waiting if q in self.pending and q not in self.dead}
+
+    def _declare_stragglers(self, late: set[int]) -> None:
+        """The hard limit passed while waiting for stragglers: declare them gone, as real
+        peers do, and cut them off for the rest of the run."""
+        for q in sorted(late):
+            self.dead.add(q)
+            self.declared.add(q)
+        gone = frozenset(late)
+        for r in self._live_unfinished():
+            if r in self.pending:
+                continue
+            new = gone - self.reported[r]
+            if new:
+                self.detectors[r].mark_lost(new)
+                self._lose(r, frozenset(new))
+                self.wake[r] = self.now
+        self.min_wake = self.now
 
     def _stall(self, stalled: list[int]) -> None:
         """The detector's hard limit: the awaited peers all answer, or nobody is left to
@@ -366,6 +462,28 @@ class _Run:
             tuple(waiting),
         )
 
+    def _deliver(self, sender: int, to: int, frames: list, decode=wire.decode, max_el=0) -> None:
+        if to in self.dead or to in self.stopped:
+            return
+        if to in self.finished:
+            self.rejected.append((to, f"message from {sender} after peer {to} finished"))
+            return
+        t = self.now
+        det = self.detectors[to]
+        if sender >= 0:
+            det.heard(sender, t)
+        try:
+            msg = decode(frames, max_elements=max_el or self.net.max_elements, session=self.session)
+            actions = self.machines[to].receive(msg)
+        except WireError as exc:
+            self.rejected.append((to, str(exc)))
+            return
+        det.progress(t)
+        self.wake[to] = t + self.first_ask
+        self.min_wake = min(self.min_wake, self.wake[to])
+        self._act(to, actions)
+        self._tell_declared()
+
     def go(self) -> RunResult:
         later = []
         for p in sorted(self.machines):
@@ -375,36 +493,31 @@ class _Run:
             else:
                 self._start(p)
         for t, p in sorted(later):  # a start is an event on the clock, like a message
-            self._push(t, -2, p, [])
+            self._push(t, _START, p, [])
         self._tell_declared()
         decode = wire.decode
         max_el = self.net.max_elements
         while True:
             while self.queue:
                 t, _, sender, to, frames = heapq.heappop(self.queue)
+                if sender in (_START, _OFFLINE) and (
+                    to in self.dead or not self._live_unfinished()
+                ):
+                    continue  # nothing happens: the clock does not move for it
                 self.now = t
-                if sender == -2:  # a delayed start
+                if sender == _START:  # a delayed start
                     self._start(to)
-                    continue
-                if to in self.dead or to in self.stopped:
-                    continue
-                if to in self.finished:
-                    self.rejected.append((to, f"message from {sender} after peer {to} finished"))
-                    continue
-                det = self.detectors[to]
-                if sender >= 0:
-                    det.heard(sender, t)
-                try:
-                    msg = decode(frames, max_elements=max_el, session=self.session)
-                    actions = self.machines[to].receive(msg)
-                except WireError as exc:
-                    self.rejected.append((to, str(exc)))
-                    continue
-                det.progress(t)
-                self.wake[to] = t + self.first_ask
-                self.min_wake = min(self.min_wake, self.wake[to])
-                self._act(to, actions)
-                self._tell_declared()
+                elif sender == _OFFLINE:  # the peer goes offline
+                    if to not in self.finished:
+                        self.dead.add(to)
+                        self.pending.discard(to)
+                        self.inbox.pop(to, None)
+                elif to in self.pending:  # still training: taken when it starts
+                    self.inbox.setdefault(to, []).append((sender, frames))
+                    if sender >= 0:
+                        self.detectors[to].heard(sender, t)
+                else:
+                    self._deliver(sender, to, frames, decode, max_el)
                 if self.queue and self.queue[0][0] < self.min_wake:
                     continue
                 self._detect()
@@ -412,6 +525,9 @@ class _Run:
                 break
             self._detect()
             self._tell_declared()
+        for p, det in self.detectors.items():
+            if p not in self.dead and p in self.finished:
+                det.close(self.finished_at[p])
         return RunResult(
             results=self.results,
             dead=frozenset(self.dead),
@@ -422,4 +538,5 @@ class _Run:
             rejected=self.rejected,
             stopped=frozenset(self.stopped),
             finished_at=self.finished_at,
+            declared=frozenset(self.declared),
         )

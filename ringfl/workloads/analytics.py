@@ -49,7 +49,7 @@ Protocol, per op and cell (a column, a pair of columns, a bin, a group):
 All ops are batched: one secure sum per step for the whole query.
 
 Exactness: counts are exact; sums, means, variances and covariances equal pandas within
-the secure sum's resolution (`ringfl.workloads.securesum`: ≤ N·2^−f relative to the
+the secure sum's resolution (`ringfl.engine.scale`: ≤ N·2^−f relative to the
 largest statistic, N·2^−f = 1.3e−18 at N = 3) plus float64 rounding; quantiles are within
 tol/2 of pandas.
 """
@@ -566,7 +566,7 @@ class AnalyticsResult:
 
 
 class AnalyticsWorkload:
-    """One party's side of a query over its `table` (a `Workload`)."""
+    """One party's side of a query over its `table` (a `ringfl.engine.workload.Statistics` job)."""
 
     def __init__(self, query: Query, table: Table) -> None:
         self.query = query
@@ -613,14 +613,13 @@ def analyze(
     query: Query, tables: list[Table], *, secure: bool = True, seed: int = 0
 ) -> AnalyticsResult:
     """Answer `query` over the parties' `tables` in this process: with the simulated
-    secure ring (`secure`, at least 2 parties), or with the plain sum (the centralized
+    secure ring (`secure`, at least 3 parties), or with the plain sum (the centralized
     reference). The result is the same on every party; party 0's is returned."""
-    from ringfl.workloads.base import plain_sum, run_parties
-    from ringfl.workloads.securesum import SimulatedSecureSum
+    from ringfl.workloads.run import run_jobs
 
     parties = [AnalyticsWorkload(query, t) for t in tables]
-    summer = SimulatedSecureSum(len(tables), seed=seed) if secure else plain_sum
-    return run_parties(parties, summer)[0]
+    result: AnalyticsResult = run_jobs(parties, secure=secure, seed=seed)[0]
+    return result
 
 
 __all__ = [

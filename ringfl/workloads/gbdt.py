@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
+from ringfl.engine.scale import agreed_exponent, exponent_onehot
 from ringfl.errors import ConfigError, RingflError
 from ringfl.workloads.gbdt_model import LOSSES, GBDTModel, Tree
-from ringfl.workloads.securesum import agreed_exponent, exponent_onehot
 from ringfl.workloads.sketch import BINADE_EDGES, check_range, refine_edges
 from ringfl.workloads.spec import check_keys, number
 
@@ -178,7 +178,7 @@ class GBDTWorkload:
         self.history: list[dict[str, float]] = []
         self._binades: list[np.ndarray] = []
 
-    # -- the Workload interface ---------------------------------------------------------
+    # -- the Statistics interface -------------------------------------------------------
 
     @property
     def done(self) -> bool:
@@ -574,17 +574,15 @@ def fit_gbdt(
     secure: bool = True,
     seed: int = 0,
     features: list[str] | None = None,
-    summer: Any = None,
 ) -> GBDTModel:
-    """Boost on the parties' (x, y) in this process: with the simulated secure ring
-    (`secure`, 2+ parties) or the plain sum (one party: the centralized run)."""
-    from ringfl.workloads.base import plain_sum, run_parties
-    from ringfl.workloads.securesum import SimulatedSecureSum
+    """Boost on the parties' (x, y) in this process: on the simulated secure ring
+    (`secure`, 3+ parties) or with the plain sum (`ringfl.workloads.run`; one party:
+    the centralized run)."""
+    from ringfl.workloads.run import run_jobs
 
     ws = [GBDTWorkload(x, y, params, features) for x, y in parts]
-    if summer is None:
-        summer = SimulatedSecureSum(len(ws), seed=seed) if secure else plain_sum
-    return run_parties(ws, summer)[0]
+    model: GBDTModel = run_jobs(ws, secure=secure, seed=seed)[0]
+    return model
 
 
 __all__ = ["GBDTParams", "GBDTWorkload", "fit_gbdt", "greedy_cuts"]

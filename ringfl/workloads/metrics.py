@@ -190,11 +190,11 @@ def evaluate(
 ) -> dict[str, Any]:
     """Metrics of every party's (labels, scores) in this process, with the simulated
     secure ring (or the plain sum when `secure` is False)."""
-    from ringfl.workloads.base import plain_sum, run_parties
-    from ringfl.workloads.securesum import SimulatedSecureSum
+    from ringfl.workloads.run import run_jobs
 
     ws = [MetricsWorkload(y, s, **kw) for y, s in parties]
-    return run_parties(ws, SimulatedSecureSum(len(ws), seed=seed) if secure else plain_sum)[0]
+    out: dict[str, Any] = run_jobs(ws, secure=secure, seed=seed)[0]
+    return out
 
 
 __all__ = ["TASKS", "MetricsWorkload", "evaluate"]

@@ -107,6 +107,46 @@ def load_task(path: str | os.PathLike[str]) -> Task:
 Model = LogisticModel | GBDTModel
 
 
+class FitThenMetrics:
+    """One party's `ringfl fit` as one statistics job: fit the model (Newton or GBDT),
+    then the secure metrics of the fitted model on the party's own rows, in one run of
+    the engine (one start-up, one session). `result()`: (model, metrics)."""
+
+    def __init__(self, task: Task, table: Table) -> None:
+        self.fit: NewtonWorkload | GBDTWorkload = task.workload_for(table)
+        self.x, self.y, _ = task.data(table)
+        self.metrics: MetricsWorkload | None = None
+
+    def _current(self) -> NewtonWorkload | GBDTWorkload | MetricsWorkload:
+        if self.metrics is None and self.fit.done:
+            self.metrics = metrics_workload(self.fit.result(), self.x, self.y)
+        return self.fit if self.metrics is None else self.metrics
+
+    @property
+    def done(self) -> bool:
+        w = self._current()
+        return w is self.metrics and w.done
+
+    def statistics(self) -> np.ndarray:
+        return self._current().statistics()
+
+    def scale_exponent(self) -> int | None:
+        w = self._current()
+        return w.scale_exponent() if isinstance(w, GBDTWorkload) else None
+
+    def apply(self, total: np.ndarray) -> None:
+        self._current().apply(total)
+
+    def result(self) -> tuple[Model, dict[str, Any]]:
+        assert self.metrics is not None
+        return self.fit.result(), self.metrics.result()
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Per iteration: the Newton objective and step, or the GBDT training loss."""
+        return list(self.fit.history)
+
+
 def metrics_workload(model: Model, x: np.ndarray, y: np.ndarray) -> MetricsWorkload:
     """The secure metrics of `model` on a party's rows."""
     if isinstance(model, LogisticModel):
@@ -143,4 +183,12 @@ def _plain(v: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(v).__name__}")
 
 
-__all__ = ["Task", "load_model", "load_task", "metrics_workload", "parse_task", "write_json"]
+__all__ = [
+    "FitThenMetrics",
+    "Task",
+    "load_model",
+    "load_task",
+    "metrics_workload",
+    "parse_task",
+    "write_json",
+]
