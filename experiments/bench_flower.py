@@ -265,10 +265,12 @@ def table(rows: list[dict]) -> str:
             wall, pss = med(rs, "wall_s"), med(rs, "peak_pss")
             ratio_w = f"{wall / med(fl, 'wall_s'):.2f}x" if fl and side != "flower" else "-"
             ratio_m = f"{pss / med(fl, 'peak_pss'):.2f}x" if fl and side != "flower" else "-"
+            # Flower's Ray workers are not the driver's to wait for: their CPU is not seen
+            cpu = "-" if side == "flower" else f"{med(rs, 'cpu_s'):.0f}"
             train = med(rs, "compute_s") if side != "flower" else None
             comm = med(rs, "comm_s") + med(rs, "setup_s") if side != "flower" else None
             lines.append(
-                f"| {cell} | {side} | {len(rs)} | {wall:.1f} | {med(rs, 'cpu_s'):.0f} "
+                f"| {cell} | {side} | {len(rs)} | {wall:.1f} | {cpu} "
                 f"| {pss / 2**20:.0f} "
                 f"| {med(rs, 'peak_rss') / 2**20:.0f} | {max(r['peak_procs'] for r in rs)} "
                 f"| {100 * med(rs, 'final_accuracy'):.2f} "
