@@ -6,7 +6,7 @@ communication, virtual seconds per round, and peak RSS, for one (N, task) per pr
 
 `mlp`: the MLP on MNIST (the bundled 60,000 training images split iid), 20 local steps of
 batch 32 per round. `logreg`: logistic regression on MNIST, 5 local steps of batch 6.
-Ring sums run in bulk (`simulate(bulk=True)`: the same bits as message by message,
+Ring sums run in bulk (the simulator's default: the same bits as message by message,
 tested); `--messages` runs them message by message. Appends one JSON line per run to
 experiments/results/scale.jsonl (unless --out '').
 """
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         config_from_dict(raw),
         progress=False,
         baseline=False,
-        bulk=not args.messages,
+        messages=args.messages,
     )
     wall = time.perf_counter() - t0
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

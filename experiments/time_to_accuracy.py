@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 "availability": str(RESULTS / "tta_churn.csv"),
             },
         }
-        res = simulate(g, config_from_dict(raw), progress=False, baseline=False, bulk=False)
+        res = simulate(g, config_from_dict(raw), progress=False, baseline=False)
         label = f"{name}{' (secure)' if secure else ''}"
         curves[label] = [(m["time_s"], m["round"], m["accuracy"]) for m in res.metrics]
         dropped = sum(len(r["dropped"]) for r in res.rounds)

@@ -200,7 +200,7 @@ class _Sim:
         trainers: Backend,
         workload: Callable[[int], Workload] | None = None,
         availability: Availability | None = None,
-        bulk: bool = False,
+        messages: bool = False,
     ) -> None:
         from ringfl.sim_clock import speeds
         from ringfl.topology import mixing_rows, peers
@@ -247,7 +247,7 @@ class _Sim:
             else None
         )
         self.clock = 0.0
-        self.bulk = bulk
+        self.bulk = not messages
         self.phases: dict[str, float] = {}  # the last round's wall seconds by phase
         self._bulk_clipped: dict[int, int] | None = None
         self._long_term: dict[int, Any] = {}  # bulk secure sums: each party's X25519 cache
@@ -629,7 +629,7 @@ def simulate(
     workload: Callable[[int], Workload] | None = None,
     backend: BackendSpec = "auto",
     availability: Availability | None = None,
-    bulk: bool = False,
+    messages: bool = False,
 ) -> SimResult:
     """Simulate `config` on `graph` (party i = i-th node). `model` overrides config.model
     (e.g. a factory); `out`: write metrics/plots there (None: write nothing);
@@ -639,8 +639,10 @@ def simulate(
     `data`: pre-loaded `PeerData` (default: `prepare_data(config, N)`); `faults`: more
     scheduled faults (added to `config.faults`); `step_s`: virtual seconds per local step
     at speed 1 (default `config.clock.step_s`); `availability`: offline intervals (default:
-    `config.clock.availability` or its random churn); `bulk`: compute fault-free ring
-    sums in bulk (`ringfl.transport.bulk`: the same bits, times and bytes; for large N);
+    `config.clock.availability` or its random churn); `messages`: run every ring sum
+    message by message through the machines real peers run (default: a ring round that
+    nothing can disturb is summed in bulk by `ringfl.transport.bulk` — the same bits,
+    virtual times and bytes, orders of magnitude faster at large N);
     `workload`: party index -> its engine workload (default: the config's neural model on
     the party's data; then no dataset is loaded unless `data` is given). `backend`: where
     the parties' local training runs — "auto", "inline", "processes",
@@ -666,7 +668,7 @@ def simulate(
             trainers=trainers,
             workload=workload,
             availability=availability,
-            bulk=bulk,
+            messages=messages,
         )
 
 
@@ -685,7 +687,7 @@ def _simulate(
     trainers: Backend,
     workload: Callable[[int], Workload] | None,
     availability: Availability | None,
-    bulk: bool,
+    messages: bool,
 ) -> SimResult:
     from tqdm.auto import tqdm
 
@@ -728,7 +730,7 @@ def _simulate(
         trainers,
         workload,
         availability,
-        bulk,
+        messages,
     )
     setup_s, setup_bytes = sim.setup()
     rounds = config.train.rounds

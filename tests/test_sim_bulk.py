@@ -1,5 +1,5 @@
 """Bulk ring sums (`ringfl.transport.bulk`) against the real machines on `MemoryNetwork`:
-the same bits, virtual times, bytes and messages; and the simulator with `bulk=True`
+the same bits, virtual times, bytes and messages; and the simulator's default bulk rounds
 giving the same run as message by message (falling back to messages when a round has a
 fault)."""
 
@@ -122,8 +122,8 @@ def test_simulator_bulk_rounds_equal_message_rounds(secure):
     g.edges[0, 1]["bandwidth_mbps"] = 5.0
     g.nodes[3]["speed"] = 0.5
     faults = [{"kind": "crash", "node": "4", "round": 1, "after_sends": 0}]
-    a = simulate(g, cfg(secure, faults), progress=False, baseline=False)
-    b = simulate(g, cfg(secure, faults), progress=False, baseline=False, bulk=True)
+    a = simulate(g, cfg(secure, faults), progress=False, baseline=False, messages=True)
+    b = simulate(g, cfg(secure, faults), progress=False, baseline=False)
     assert a.rounds == b.rounds
     assert a.setup_bytes_per_peer == b.setup_bytes_per_peer
     assert [e.total for e in a.engines] == [e.total for e in b.engines]

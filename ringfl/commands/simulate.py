@@ -79,9 +79,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar or partition table")
     p.add_argument(
-        "--bulk",
+        "--messages",
         action="store_true",
-        help="compute fault-free ring sums in bulk (same results; for hundreds of peers or more)",
+        help="run every ring sum message by message, as real peers do (default: sums that "
+        "nothing can disturb are computed in bulk: the same bits, times and bytes)",
     )
     p.set_defaults(handler=run)
 
@@ -187,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         baseline=not args.no_baseline,
         progress=not args.quiet,
         backend=backend,
-        bulk=args.bulk,
+        messages=args.messages,
     )
     if not args.quiet:
         print("partition (samples per class):")
