@@ -101,6 +101,32 @@ def test_secure_bulk_sum_is_the_secure_ring_bit_for_bit():
     )
 
 
+def test_secure_bulk_sum_refuses_keys_that_do_not_cancel(monkeypatch):
+    # one party holds a wrong public key for peer 3: its pair key with 3 differs from
+    # the one 3 derives, so their masks would not cancel; the bulk sum must say so
+    n, m = 6, 50
+    ring, data, _, _ = setting(n, m, seed=3)
+    keys = simulation_keys(0, n)
+    pub = {p: k.public_bytes for p, k in enumerate(keys)}
+    parties = {p: SecureParty(keys[p], data[p]) for p in range(n)}
+    out = secure_ring_sum(ring, parties, pub, session=1, round=0, masking=Masking())
+    assert np.array_equal(
+        out.result,
+        secure_ring_sum(ring, parties, pub, session=1, round=0, masking=Masking()).result,
+    )
+    import ringfl.secure.shares as shares
+
+    real = shares.AttemptSecrets.pair_key
+
+    def skewed(self, other):
+        key = real(self, other)
+        return bytes([key[0] ^ 1]) + key[1:] if (self.peer, other) == (0, 1) else key
+
+    monkeypatch.setattr(shares.AttemptSecrets, "pair_key", skewed)
+    with pytest.raises(RuntimeError, match="peers 0 and 1 derived different mask keys"):
+        secure_ring_sum(ring, parties, pub, session=1, round=0, masking=Masking())
+
+
 def cfg(secure: bool, faults=()):
     return config_from_dict(
         {
