@@ -526,12 +526,20 @@ class _Sim:
         ):
             return None
         t0 = time.perf_counter()
-        payloads = {p: engines[p].ring_payload(r) for p in ring}
-        length = payloads[ring[0]].shape[0]
         e0 = engines[ring[0]]
+        first = e0.ring_payload(r)
+        length = first.shape[0]
         masking = None if e0.secure is None else Masking(clip=e0.secure.clip)
         out = None
-        if masking is not None:
+        if masking is None:  # one matrix of every party's payload, written in place
+            rows = np.empty((len(ring), length), dtype=first.dtype)
+            rows[0] = first
+            for i, p in enumerate(ring[1:], start=1):
+                engines[p].ring_payload(r, out=rows[i])
+            del first
+            stages: list[bulk.Gather | bulk.AllReduce] = [bulk.AllReduce(length, 4)]
+        else:
+            payloads = {p: first if p == ring[0] else engines[p].ring_payload(r) for p in ring}
             parties = {}
             for p in ring:
                 sec = engines[p].secure
@@ -548,8 +556,6 @@ class _Sim:
                 long_term=self._long_term,
             )
             stages = bulk.secure_stages(ring, length, masking, out.committee)
-        else:
-            stages = [bulk.AllReduce(length, 4)]
         sched = bulk.ring_schedule(
             self.net, ring, stages, start_at, link_factor=dict(self.plan.slow_links)
         )
@@ -561,8 +567,6 @@ class _Sim:
         if any(t <= end for t in offline_at.values()) or float(sched.silence.max()) >= hard:
             return None
         if out is None:
-            rows = np.stack([payloads[p] for p in ring])
-            del payloads
             result = bulk.plain_ring_sum(rows)
             del rows
             self.phases["masking_s"] = 0.0

@@ -159,7 +159,9 @@ class SimWorkload:
         return False  # trains for the configured rounds
 
     def get(self) -> np.ndarray:
-        return np.array(self.store.states[self.peer], dtype=np.float32, copy=True)
+        # the stored state itself: read-only, never changed in place (a new state is a
+        # new array), so the round's snapshot and local copy cost nothing per party
+        return self.store.states[self.peer]
 
     def set(self, state: np.ndarray) -> None:
         self.store.put(self.peer, state)
@@ -186,7 +188,7 @@ class SimWorkload:
 
     def flat(self) -> np.ndarray:
         """The model's floating-point state as one float32 vector (a copy)."""
-        return self.get()
+        return self.get().copy()
 
     def state_hash(self) -> str:
         """SHA-256 of the model's floating-point state: equal hashes, bit-identical models."""

@@ -44,12 +44,14 @@ def _find_idx(directory: Path, stem: str) -> Path:
 
 
 def load_mnist(
-    directory: str | Path | None = None, *, verify: bool = True
+    directory: str | Path | None = None, *, verify: bool = True, raw: bool = False
 ) -> tuple[Dataset, Dataset]:
     """(train, test) MNIST: x float32 (n, 1, 28, 28), standardized with the MNIST training
     mean/std; y int64. `directory`: the bundled copy when None, else a directory holding the
     four IDX files (gzipped or not). `verify`: check the canonical SHA-256 of each file
-    (pass False to read another dataset in MNIST's layout, e.g. Fashion-MNIST)."""
+    (pass False to read another dataset in MNIST's layout, e.g. Fashion-MNIST). `raw`: x
+    stays uint8 pixels (a quarter of the memory) for `standardize_mnist` to convert a
+    subset at a time."""
     directory = BUNDLED_MNIST if directory is None else Path(directory)
     if not directory.is_dir():
         raise DataError(f"{directory}: MNIST directory not found")
@@ -65,14 +67,21 @@ def load_mnist(
             raise DataError(
                 f"{labels_path}: expected {len(images)} labels, got shape {labels.shape}"
             )
-        x = images.astype(np.float32)[:, None, :, :]
-        x *= np.float32(1.0 / 255.0)
-        x -= np.float32(MNIST_MEAN)
-        x /= np.float32(MNIST_STD)
         y = labels.astype(np.int64)
         num_classes = max(10, int(y.max()) + 1) if len(y) else 10
-        out.append(Dataset(x, y, num_classes, f"mnist-{'train' if split == 'train' else 'test'}"))
+        d = Dataset(images[:, None, :, :], y, num_classes, f"mnist-{split.replace('t10k', 'test')}")
+        out.append(d if raw else standardize_mnist(d))
     return out[0], out[1]
+
+
+def standardize_mnist(d: Dataset) -> Dataset:
+    """`d` with uint8 pixels (`load_mnist(raw=True)`, or a subset of it) as float32,
+    standardized as `load_mnist` does: the same bits, element by element."""
+    x = d.x.astype(np.float32)
+    x *= np.float32(1.0 / 255.0)
+    x -= np.float32(MNIST_MEAN)
+    x /= np.float32(MNIST_STD)
+    return Dataset(x, d.y, d.num_classes, d.name)
 
 
 def load_digits(*, test_fraction: float = 0.25, seed: int = 0) -> tuple[Dataset, Dataset]:

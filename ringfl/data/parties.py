@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ringfl.config import Config, DataFile
-from ringfl.data.builtin import load_digits, load_mnist
+from ringfl.data.builtin import load_digits, load_mnist, standardize_mnist
 from ringfl.data.dataset import Dataset
 from ringfl.data.files import load_data_file
 from ringfl.errors import ConfigError
@@ -87,12 +87,13 @@ def _split(config: Config, num_peers: int) -> tuple[list[Dataset], Dataset, Call
     from ringfl.partition import partition
 
     dc = config.data
-    if dc.dataset == "mnist":
-        train, test = load_mnist(dc.dir)
-    else:
-        train, test = load_digits(seed=0)
+    # MNIST stays uint8 until split, so that memory peaks at one float copy of the parts
+    mnist = dc.dataset == "mnist"
+    train, test = load_mnist(dc.dir, raw=True) if mnist else load_digits(seed=0)
     train = subset(train, dc.train_subset, config.seed, 1)
     test = subset(test, dc.test_subset, config.seed, 2)
+    as_float = standardize_mnist if mnist else (lambda d: d)
+    test = as_float(test)
     p = config.partition
     idx = partition(
         p.name,
@@ -104,7 +105,7 @@ def _split(config: Config, num_peers: int) -> tuple[list[Dataset], Dataset, Call
         fraction_per_peer=p.fraction,
         min_size=p.min_size,
     )
-    parts = [train.subset(i, f"peer{k}") for k, i in enumerate(idx)]
+    parts = [as_float(train.subset(i, f"peer{k}")) for k, i in enumerate(idx)]
     held = np.unique(np.concatenate(idx))
     name = train.name if len(held) == len(train) else "pooled"
     where = [np.searchsorted(held, i) for i in idx]

@@ -339,10 +339,11 @@ class RoundEngine:
             index_session=self.index_session,
         )
 
-    def ring_payload(self, round_index: int) -> np.ndarray:
+    def ring_payload(self, round_index: int, out: np.ndarray | None = None) -> np.ndarray:
         """Ring modes: the vector this party puts into the round's sum (what
         `round_machine` sums), for a driver that sums without a machine; then
-        `finish_round(r, total, SumOutcome(...))`."""
+        `finish_round(r, total, SumOutcome(...))`. `out`: write it there (a row of the
+        driver's matrix of every party's payload) and return `out`."""
         if self.collective != "ring":
             raise ValueError(f"peer {self.peer}: a {self.collective} round has no ring payload")
         x = self.round_input(round_index)
@@ -351,6 +352,9 @@ class RoundEngine:
         payload = with_flags(contribution, self.membership.flags(round_index), self.n_peers)
         slot = self._slot if self._slot is not None else np.zeros(EVAL_SLOTS, np.float32)
         payload = np.concatenate([payload, slot])
+        if out is not None:
+            out[:] = payload
+            payload = out
         self._payload = payload
         return payload
 
@@ -450,6 +454,7 @@ class RoundEngine:
         weight = float(total[-1]) if self.collective in ("ring", "star") else None
         local = self._local
         self._x = None
+        self._payload = None  # a row of the driver's payload matrix: let it go
         return RoundRecord(
             round=round_index,
             members=members,

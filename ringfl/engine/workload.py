@@ -82,7 +82,8 @@ class Workload(Protocol):
         ...
 
     def get(self) -> np.ndarray:
-        """The shared state as a flat float32 vector (a copy)."""
+        """The shared state as a flat float32 vector that later updates of this party
+        leave as it is: a copy, or a read-only array the workload never writes."""
         ...
 
     def set(self, state: np.ndarray) -> None:
