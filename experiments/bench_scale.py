@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--secure", action="store_true")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--messages", action="store_true", help="no bulk sums")
+    ap.add_argument("--backend", default="auto", help="inline, processes or auto (default)")
     ap.add_argument("--out", default=str(RESULTS / "scale.jsonl"))
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -63,9 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         progress=False,
         baseline=False,
         messages=args.messages,
+        backend=args.backend,
     )
     wall = time.perf_counter() - t0
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    # the largest training worker (processes backend), once the backend has waited for it
+    worker_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     ph = res.phases
     mean = {
         k: sum(p.get(k, 0.0) for p in ph) / len(ph)
@@ -86,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         "total_wall_s": wall,
         "virtual_s_per_round": sum(r["virtual_s"] for r in res.rounds) / len(res.rounds),
         "bytes_per_peer_per_round": res.bytes_per_peer / args.rounds,
+        "backend": args.backend,
         "peak_rss_gb": rss_gb,
+        "worker_peak_rss_gb": worker_gb,
         "final_accuracy": res.final_accuracy,
     }
     print(json.dumps(row))

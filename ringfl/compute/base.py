@@ -94,6 +94,10 @@ class Backend:
             tasks.append(
                 TrainTask(p, round_index, k, int(s.shape[0]), store.momentum[p], store.extras[p])
             )
+        # largest first (LPT): with uneven parties a pool of workers finishes the round
+        # sooner (e.g. 8 Dirichlet(0.5) MNIST parties on 2 workers: 477 instead of 565
+        # steps on the busiest worker); the order changes no bits, tasks are independent
+        tasks.sort(key=lambda t: -len(self.parts[t.peer]))
         for result, local in self._execute(tasks, starts):
             store.accept(result, round_index, local)
         return {p: e.train(round_index) for p, e in engines.items()}

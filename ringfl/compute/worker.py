@@ -89,7 +89,7 @@ def train_loop(
     outs: np.ndarray,
     moments: np.ndarray | None,
 ) -> int:
-    """Say ready, then train one task at a time until told to stop (or the driver goes)."""
+    """Say ready, then train batches of tasks until told to stop (or the driver goes)."""
     conn.send(("ready", os.getpid()))
     while True:
         try:
@@ -98,16 +98,18 @@ def train_loop(
             return 0
         if request[0] == "stop":
             return 0
-        task = request[1]
-        p = task.peer
-        try:
-            start = np.asarray(starts[task.start, : task.length])
-            mom = None if moments is None else moments[p]
-            result = trainer.run(task, start, parts[p], outs[p], mom)
-        except Exception:
-            conn.send(("error", p, traceback.format_exc()))
-            continue
-        conn.send(("done", result))
+        results = []
+        for task in request[1]:
+            p = task.peer
+            try:
+                start = np.asarray(starts[task.start, : task.length])
+                mom = None if moments is None else moments[p]
+                results.append(trainer.run(task, start, parts[p], outs[p], mom))
+            except Exception:
+                conn.send(("error", p, traceback.format_exc()))
+                break
+        else:
+            conn.send(("done", results))
 
 
 def forked(

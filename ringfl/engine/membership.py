@@ -106,6 +106,8 @@ class Membership:
         self.notices.clear()
 
     def live(self) -> list[int]:
+        if not self.gone:  # the usual round: nobody lost, no pass over the members
+            return list(self.members)
         return [p for p in self.members if p not in self.gone]
 
     def majority_problem(self) -> str | None:
@@ -133,7 +135,8 @@ class Membership:
 
     def lost_in(self, round_index: int) -> set[int]:
         """Members known gone when `round_index` starts (reported to its collective)."""
-        return (self.gone | self.notices.get(round_index, set())) & set(self.members)
+        lost = self.gone | self.notices.get(round_index, set())
+        return lost & set(self.members) if lost else set()
 
     def request_join(self, peer: int, incarnation: int) -> bool:
         """`peer` (a new incarnation) asks to join; True when it was a live member, which
@@ -163,6 +166,13 @@ class Membership:
     ) -> tuple[list[int], list[int]]:
         """The sum of `round_index` is in: returns (dropped, admitted) and moves on to the
         next round's members."""
+        if (
+            not admitted
+            and len(contributors) == len(self.members)
+            and (list(contributors) == self.members)
+        ):  # the usual round, compared in C: every member contributed, nobody joins
+            self.round = round_index + 1
+            return [], []
         keep = set(contributors)  # a set: N members against N contributors is O(N), not O(N²)
         dropped = [p for p in self.members if p not in keep]
         self.gone |= set(dropped)

@@ -439,8 +439,11 @@ class RoundEngine:
             total, admitted = split_flags(body, self.n_peers)
             if round_index > 0 and round_index % self.eval_every == 0:
                 evaluation = self._global_eval(round_index - 1, slot)
-        summed = set(contributors)
-        failures = tuple(p for p in members if p not in summed)
+        if contributors == members:  # the usual round (compared in C): nobody failed
+            failures: tuple[int, ...] = ()
+        else:
+            summed = set(contributors)
+            failures = tuple(p for p in members if p not in summed)
         if self.collective == "neighbours":
             failures = tuple(sorted(self._neighbours - set(contributors)))
         new = self.algorithm.aggregate(x, SumResult(total, contributors, failures))
