@@ -44,7 +44,7 @@ from ringfl.data import Dataset
 from ringfl.errors import ConfigError
 
 #: The most tasks sent to a worker in one message.
-MAX_BATCH = 64
+MAX_BATCH = 16
 #: How long a worker may take to stop before it is killed (seconds).
 STOP_WAIT_S = 10.0
 START_METHODS = ("auto", "fork", "spawn")
@@ -252,7 +252,7 @@ class ProcessBackend(Backend):
         # small batches: one message per task costs more than a tiny task (logistic
         # regression at 10,000 parties), while a few batches per worker keep them balanced
         todo = deque(tasks)
-        size = max(1, min(MAX_BATCH, len(tasks) // (4 * len(self._pool))))
+        size = max(1, min(MAX_BATCH, len(tasks) // (16 * len(self._pool))))
         busy: dict[Any, tuple[_Worker, list[TrainTask]]] = {}  # by the worker's connection
         idle = list(self._pool)
         done: dict[int, TaskResult] = {}
