@@ -307,7 +307,8 @@ class _Sim:
             result = bulk.plain_ring_sum(np.stack([data[p] for p in ring]))  # type: ignore[misc]
             stages: list[bulk.Gather | bulk.AllReduce] = [bulk.AllReduce(3, 8)]
         else:
-            masking = Masking(clip=setup_clip(len(ring)))
+            # the word size of the party's sums (`SecureSettings.bits`), as `ring_sum` uses
+            masking = Masking(bits=e0.secure.bits, clip=setup_clip(len(ring)))
             parties = {}
             for p in ring:
                 sec = self.engines[p].secure
@@ -529,7 +530,8 @@ class _Sim:
         e0 = engines[ring[0]]
         first = e0.ring_payload(r)
         length = first.shape[0]
-        masking = None if e0.secure is None else Masking(clip=e0.secure.clip)
+        sec0 = e0.secure
+        masking = None if sec0 is None else Masking(bits=sec0.bits, clip=sec0.clip)
         out = None
         if masking is None:  # one matrix of every party's payload, written in place
             rows = np.empty((len(ring), length), dtype=first.dtype)

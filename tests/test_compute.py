@@ -68,6 +68,18 @@ CASES = {
         "torus",
         6,
     ),
+    # 70 small parties: a worker gets several tasks per message (the batches)
+    "ring-70-batched": (
+        config(
+            data={"dataset": "digits", "train_subset": 700, "test_subset": 100},
+            partition={"name": "iid"},
+            model={"name": "logreg"},
+            algorithm={"name": "ring", "secure": False},
+            train={"rounds": 2, "local_steps": 2, "batch_size": 4, "lr": 0.1},
+        ),
+        "ring",
+        70,
+    ),
 }
 
 
@@ -78,7 +90,7 @@ def test_backends_and_worker_counts_give_identical_results(name):
     ref = simulate(g, cfg, progress=False, baseline=False, backend=Inline())
     assert ref.backend == "inline"
     want = outcome(ref)
-    if kind == "ring":
+    if name == "secure-ring-restart":
         assert ref.rounds[1]["dropped"] == ["2"] and ref.rounds[3]["admitted"] == []
         assert "2" in ref.rounds[3]["members"]
     for workers, start in ((1, "spawn"), (3, "fork")):
