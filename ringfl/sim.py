@@ -221,7 +221,7 @@ class _Sim:
         self.collective = collective
         self.secure = masks(config.algorithm)
         self.session = session_id(config.seed)
-        self.order = ring_of(graph) if collective == "ring" else list(range(n))
+        self.order = ring_of(graph) if collective == "ring" else tuple(range(n))
         self.rows = mixing_rows(graph) if collective == "neighbours" else None
         self.keys = simulation_keys(config.seed, n) if self.secure else [None] * n
         self.public = {p: k.public_bytes for p, k in enumerate(self.keys)} if self.secure else None

@@ -63,12 +63,12 @@ def test_a_stall_with_everyone_answering_is_bounded() -> None:
 
 
 def test_membership_flags_admissions_and_the_majority_rule() -> None:
-    m = Membership(peer=0, n_peers=5, order=[0, 1, 2, 3, 4], not_before={2: 4})
+    m = Membership(peer=0, n_peers=5, order=(0, 1, 2, 3, 4), not_before={2: 4})
     m.begin(0, range(5))
     assert m.majority_problem() is None
     assert m.lose({2}, 0) == {2} and m.lost_in(0) == {2}
     dropped, admitted = m.commit(0, [0, 1, 3, 4], [])
-    assert dropped == [2] and admitted == [] and m.members == [0, 1, 3, 4]
+    assert dropped == [2] and admitted == [] and m.members == (0, 1, 3, 4)
     assert m.request_join(2, incarnation=7) is False  # not a member: just a request
     assert m.flags(1) == [] and m.flags(2) == []  # pinned: flagged in round 3 only
     assert m.awaited_joiners(3) == []
@@ -76,10 +76,10 @@ def test_membership_flags_admissions_and_the_majority_rule() -> None:
     m.commit(1, [0, 1, 3, 4], [])
     m.commit(2, [0, 1, 3, 4], [])
     dropped, admitted = m.commit(3, [0, 1, 3, 4], [2])
-    assert admitted == [2] and m.members == [0, 1, 2, 3, 4] and m.round == 4
+    assert admitted == [2] and m.members == (0, 1, 2, 3, 4) and m.round == 4
     assert m.to_serve(4) == []  # 1 is 2's predecessor, not 0
     assert Membership(
-        1, 5, [0, 1, 2, 3, 4], admitted_round={2: 4}, members=[0, 1, 2, 3, 4]
+        1, 5, (0, 1, 2, 3, 4), admitted_round={2: 4}, members=(0, 1, 2, 3, 4)
     ).to_serve(4) == [2]
     m.lose({1, 3}, 4)
     assert m.majority_problem() is None  # 3 of 5 still reachable
@@ -88,7 +88,7 @@ def test_membership_flags_admissions_and_the_majority_rule() -> None:
 
 
 def test_awaited_joiners_name_the_pinned_restart() -> None:
-    m = Membership(peer=0, n_peers=3, order=[0, 1, 2], not_before={1: 3})
+    m = Membership(peer=0, n_peers=3, order=(0, 1, 2), not_before={1: 3})
     m.begin(2, [0, 2])
     assert m.awaited_joiners(2) == [1]
     m.request_join(1, incarnation=1)

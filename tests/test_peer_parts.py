@@ -119,10 +119,11 @@ def test_state_transfer_checks_model_and_members() -> None:
 
 
 def test_ring_membership_arithmetic() -> None:
-    order = [3, 0, 4, 1, 2]
-    assert ring_members(order, {0, 1, 2}) == [0, 1, 2]
-    assert ring_members(order, {2, 3}) == [3, 2]
-    assert next_members(order, contributors=[3, 4, 1], admitted=[0]) == [3, 0, 4, 1]
+    order = (3, 0, 4, 1, 2)
+    assert ring_members(order, {0, 1, 2}) == (0, 1, 2)
+    assert ring_members(order, {2, 3}) == (3, 2)
+    assert ring_members(order, set(range(5))) is order  # everyone: the shared order itself
+    assert next_members(order, contributors=[3, 4, 1], admitted=[0]) == (3, 0, 4, 1)
     assert [has_majority(k, 1) for k in (0, 1)] == [False, True]
     assert [has_majority(k, 2) for k in (1, 2)] == [False, True]
     assert [has_majority(k, 7) for k in (3, 4)] == [False, True]

@@ -35,12 +35,17 @@ def session_id(seed: int, tag: str = "ringfl") -> int:
     return int.from_bytes(digest[:8], "big")
 
 
-def ring_of(graph: nx.Graph) -> list[int]:
+def ring_of(graph: nx.Graph) -> tuple[int, ...]:
     """The ring order of `graph` as peer ids (indices in `topology.peers(graph)`)."""
     from ringfl.topology import peer_index, ring_order
 
     index = peer_index(graph)
-    return [index[node] for node in ring_order(graph)]
+    return tuple(int(index[node]) for node in ring_order(graph))
+
+
+def _as_order(order: Sequence[int]) -> tuple[int, ...]:
+    # a tuple of ints is shared as is: the simulator hands every party the same one
+    return order if isinstance(order, tuple) else tuple(int(p) for p in order)
 
 
 def model_spec(config: Config, model: ModelSpec | None) -> ModelSpec:
@@ -118,7 +123,7 @@ def make_engine(
         algorithm=algorithm,
         workload=workload,
         n_peers=n_peers,
-        order=list(range(n_peers)) if order is None else list(order),
+        order=tuple(range(n_peers)) if order is None else _as_order(order),
         index_session=session_id(config.seed),
         secure=secure,
         row=row,

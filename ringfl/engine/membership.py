@@ -31,10 +31,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-def ring_members(order: Sequence[int], present: Collection[int]) -> list[int]:
-    """The peers of `present`, in ring `order` (the gaps of absent peers skipped)."""
+def ring_members(order: tuple[int, ...], present: Collection[int]) -> tuple[int, ...]:
+    """The peers of `present`, in ring `order` (the gaps of absent peers skipped). When
+    every peer is present this is `order` itself: in a simulation of N parties their
+    members are one shared tuple, not N copies of N peers."""
     keep = set(present)
-    return [p for p in order if p in keep]
+    if len(keep) == len(order) and keep.issuperset(order):
+        return order
+    return tuple(p for p in order if p in keep)
 
 
 def has_majority(live: int, n_peers: int) -> bool:
@@ -64,8 +68,8 @@ def split_flags(result: np.ndarray, n_peers: int) -> tuple[np.ndarray, frozenset
 
 
 def next_members(
-    order: Sequence[int], contributors: Collection[int], admitted: Collection[int]
-) -> list[int]:
+    order: tuple[int, ...], contributors: Collection[int], admitted: Collection[int]
+) -> tuple[int, ...]:
     """members(r+1) = contributors(r) ∪ admitted(r), in ring order."""
     return ring_members(order, set(contributors) | set(admitted))
 
@@ -89,9 +93,9 @@ class Membership:
 
     peer: int
     n_peers: int
-    order: list[int]
+    order: tuple[int, ...]  # ring order of every peer (shared, never changed)
     round: int = 0
-    members: list[int] = field(default_factory=list)
+    members: tuple[int, ...] = ()
     gone: set[int] = field(default_factory=set)
     notices: dict[int, set[int]] = field(default_factory=dict)
     join_requests: dict[int, int] = field(default_factory=dict)  # peer -> incarnation
@@ -166,11 +170,8 @@ class Membership:
     ) -> tuple[list[int], list[int]]:
         """The sum of `round_index` is in: returns (dropped, admitted) and moves on to the
         next round's members."""
-        if (
-            not admitted
-            and len(contributors) == len(self.members)
-            and (list(contributors) == self.members)
-        ):  # the usual round, compared in C: every member contributed, nobody joins
+        if not admitted and tuple(contributors) == self.members:
+            # the usual round (compared in C): every member contributed, nobody joins
             self.round = round_index + 1
             return [], []
         keep = set(contributors)  # a set: N members against N contributors is O(N), not O(N²)

@@ -122,7 +122,7 @@ class RoundEngine:
     algorithm: Algorithm
     workload: Workload
     n_peers: int
-    order: Sequence[int]
+    order: tuple[int, ...]
     index_session: int
     secure: SecureSettings | None = None
     row: Mapping[int, float] | None = None
@@ -148,7 +148,7 @@ class RoundEngine:
         self.membership = Membership(
             self.peer,
             self.n_peers,
-            [int(p) for p in self.order],
+            self.order,
             not_before=self.plan.admissions,
         )
         if self.algorithm.collective == "neighbours" and self.row is None:
@@ -167,7 +167,7 @@ class RoundEngine:
         return self.membership.round
 
     @property
-    def members(self) -> list[int]:
+    def members(self) -> tuple[int, ...]:
         return self.membership.members
 
     def finished(self, rounds: int) -> bool:
@@ -430,7 +430,9 @@ class RoundEngine:
         x = self._x
         assert x is not None, "round_machine first"
         members = tuple(self.members)
-        contributors = tuple(map(int, machine.members))
+        # a SumOutcome's members are already a tuple of ints (shared by every party)
+        c = machine.members
+        contributors = c if isinstance(machine, SumOutcome) else tuple(map(int, c))
         total = np.asarray(result)
         evaluation = None
         admitted: frozenset[int] = frozenset()
