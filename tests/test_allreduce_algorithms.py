@@ -12,6 +12,8 @@ import pytest
 from ringfl import wire
 from ringfl.collective.allreduce import RingAllReduce
 from ringfl.collective.choose import (
+    PLANNED_SEGMENT_BYTES,
+    RING_SEGMENT_BYTES,
     SMALL_BYTES,
     choose_algorithm,
     make_allreduce,
@@ -332,3 +334,21 @@ def test_choice_rule() -> None:
         make_allreduce(0, range(3), big, algorithm="tree")
     with pytest.raises(ValueError, match="need n"):
         choose_algorithm(0, 1)
+
+
+def test_default_message_sizes() -> None:
+    """Planned machines default to PLANNED_SEGMENT_BYTES messages, the classic ring to
+    RING_SEGMENT_BYTES; an explicit segment_bytes wins."""
+    x = np.zeros(6 << 20, np.float32)  # 24 MiB
+    n = 4
+
+    def sends(m) -> list[int]:
+        return [a.message.payload.nbytes for a in m.start()]
+
+    hd = make_allreduce(0, range(n), x)
+    assert max(sends(hd)) <= PLANNED_SEGMENT_BYTES
+    assert sends(hd) == sends(make_allreduce(0, range(n), x, segment_bytes=PLANNED_SEGMENT_BYTES))
+    small = make_allreduce(0, range(n), x, segment_bytes=1 << 20)
+    assert len(sends(small)) > len(sends(hd)) and max(sends(small)) <= 1 << 20
+    ring = make_allreduce(0, range(n), x, algorithm="ring")
+    assert max(sends(ring)) <= RING_SEGMENT_BYTES < PLANNED_SEGMENT_BYTES
