@@ -295,8 +295,8 @@ def main(argv=None) -> int:
         "--segment-bytes",
         type=int,
         default=None,
-        help="ringfl message size (default: make_allreduce's, 8 MiB for the planned "
-        "algorithms, 1 MiB for ring)",
+        help="ringfl message size (default: make_allreduce's: an eighth of the buffer "
+        "within 1-8 MiB for the planned algorithms, 1 MiB for ring)",
     )
     ap.add_argument("--base-port", type=int, default=24000)
     ap.add_argument(
