@@ -84,8 +84,8 @@ def make_allreduce(
     (1–8 MiB by buffer size) for the planned algorithms and `RING_SEGMENT_BYTES` (1 MiB)
     for "ring". Per message, a ZeroMQ peer pays fixed costs that gloo's in-place receives do not (a frame
     allocation, wake-ups of its I/O and Python threads, a tracked zero-copy send):
-    with 8 MiB instead of 1 MiB messages ringfl used 41–42 instead of 52–54 ms CPU per
-    peer for 10^7 float32 at N = 4 and 8 (gloo: 38–39), see experiments/README.md."""
+    with 5–8 MB instead of 1 MiB messages ringfl used 41–42 instead of 46–54 ms CPU per
+    peer for 10^7 float32 at N = 4 and 8 (gloo: 30–39), see experiments/README.md."""
     if algorithm not in ALGORITHMS:
         raise ValueError(
             f"all-reduce algorithm {algorithm!r} is not one of {', '.join(ALGORITHMS)}"
