@@ -294,8 +294,9 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--segment-bytes",
         type=int,
-        default=1 << 20,
-        help="ringfl message size (default 1 MiB, the library's default)",
+        default=None,
+        help="ringfl message size (default: make_allreduce's: an eighth of the buffer "
+        "within 1-8 MiB for the planned algorithms, 1 MiB for ring)",
     )
     ap.add_argument("--base-port", type=int, default=24000)
     ap.add_argument(

@@ -12,9 +12,13 @@ import pytest
 from ringfl import wire
 from ringfl.collective.allreduce import RingAllReduce
 from ringfl.collective.choose import (
+    PLANNED_MIN_SEGMENT_BYTES,
+    PLANNED_SEGMENT_BYTES,
+    RING_SEGMENT_BYTES,
     SMALL_BYTES,
     choose_algorithm,
     make_allreduce,
+    planned_segment_bytes,
 )
 from ringfl.collective.events import Done, Header, Kind, Message
 from ringfl.collective.plan import CODES, PLANS
@@ -332,3 +336,28 @@ def test_choice_rule() -> None:
         make_allreduce(0, range(3), big, algorithm="tree")
     with pytest.raises(ValueError, match="need n"):
         choose_algorithm(0, 1)
+
+
+def test_default_message_sizes() -> None:
+    """Planned machines default to messages of an eighth of the buffer within
+    [1 MiB, 8 MiB], the classic ring to RING_SEGMENT_BYTES; an explicit segment_bytes
+    wins."""
+    assert planned_segment_bytes(0) == PLANNED_MIN_SEGMENT_BYTES == 1 << 20
+    assert planned_segment_bytes(40 << 20) == 5 << 20
+    assert planned_segment_bytes(1 << 30) == PLANNED_SEGMENT_BYTES == 8 << 20
+    n = 4
+
+    def sends(m) -> list[int]:
+        return [a.message.payload.nbytes for a in m.start()]
+
+    for x in (np.zeros(6 << 20, np.float32), np.zeros(1 << 20, np.float32)):
+        seg = planned_segment_bytes(x.nbytes)
+        hd = make_allreduce(0, range(n), x)
+        assert max(sends(hd)) <= seg
+        assert sends(hd) == sends(make_allreduce(0, range(n), x, segment_bytes=seg))
+        ring = make_allreduce(0, range(n), x, algorithm="ring")
+        assert max(sends(ring)) <= RING_SEGMENT_BYTES
+    big = np.zeros(16 << 20, np.float32)  # 64 MiB: 8 MiB messages
+    assert len(sends(make_allreduce(0, range(n), big, segment_bytes=1 << 20))) > len(
+        sends(make_allreduce(0, range(n), big))
+    )

@@ -32,6 +32,13 @@ from ringfl.collective.planned import PlannedAllReduce
 
 #: buffers up to this many bytes use halving/doubling even when N is not a power of two
 SMALL_BYTES = 1 << 20
+#: largest message of the planned algorithms when `segment_bytes` is not given (see
+#: `planned_segment_bytes`)
+PLANNED_SEGMENT_BYTES = 8 << 20
+#: smallest default message size of the planned algorithms (1 MiB, as gloo's ring)
+PLANNED_MIN_SEGMENT_BYTES = 1 << 20
+#: message size of the classic `RingAllReduce` when `segment_bytes` is not given
+RING_SEGMENT_BYTES = 1 << 20
 ALGORITHMS = ("auto", "ring", "planned-ring", "bidirectional-ring", "halving-doubling")
 
 
@@ -43,6 +50,16 @@ def choose_algorithm(n: int, nbytes: int, small_bytes: int = SMALL_BYTES) -> str
     if n & (n - 1) == 0 or nbytes <= small_bytes:
         return "halving-doubling"
     return "planned-ring"
+
+
+def planned_segment_bytes(nbytes: int) -> int:
+    """Default message size of a planned all-reduce of `nbytes` bytes: an eighth of the
+    buffer, clamped to [1 MiB, 8 MiB]. Small buffers keep 1 MiB messages that pipeline
+    within a step; big ones (10^7 float32 = 40 MB: 5 MB messages, one per block of
+    halving/doubling at N = 8) send few large messages, because each ZeroMQ message costs
+    a peer more than gloo pays for one (see `make_allreduce`). Every member computes the
+    same value from the same length."""
+    return min(PLANNED_SEGMENT_BYTES, max(PLANNED_MIN_SEGMENT_BYTES, nbytes // 8))
 
 
 def make_allreduce(
@@ -57,15 +74,18 @@ def make_allreduce(
     out: np.ndarray | None = None,
     session: int = 0,
     round: int = 0,
-    segment_bytes: int = 1 << 20,
+    segment_bytes: int | None = None,
 ) -> Machine:
     """A sum all-reduce machine: `algorithm` is "auto" (`choose_algorithm`), "ring"
     (`RingAllReduce`), or a `PlannedAllReduce` algorithm ("planned-ring",
     "bidirectional-ring", "halving-doubling"). Arguments as for `RingAllReduce`.
 
-    `segment_bytes` (1 MiB, as gloo's ring): 4–8 MiB messages cost 10–20% less CPU for
-    10^7 elements and won in one run on a moderately loaded box, but lost in three runs
-    under heavy load, where deeper pipelines of smaller messages ride out the stalls."""
+    `segment_bytes` is the largest message payload; by default `planned_segment_bytes`
+    (1–8 MiB by buffer size) for the planned algorithms and `RING_SEGMENT_BYTES` (1 MiB)
+    for "ring". Per message, a ZeroMQ peer pays fixed costs that gloo's in-place receives do not (a frame
+    allocation, wake-ups of its I/O and Python threads, a tracked zero-copy send):
+    with 5–8 MB instead of 1 MiB messages ringfl used 41–42 instead of 46–54 ms CPU per
+    peer for 10^7 float32 at N = 4 and 8 (gloo: 30–39), see experiments/README.md."""
     if algorithm not in ALGORITHMS:
         raise ValueError(
             f"all-reduce algorithm {algorithm!r} is not one of {', '.join(ALGORITHMS)}"
@@ -76,6 +96,10 @@ def make_allreduce(
     if m is None or dt is None:
         raise ValueError(f"all-reduce of peer {peer}: give data, or source with length and dtype")
     nbytes = int(m) * np.dtype(dt).itemsize
+    if algorithm == "auto":
+        algorithm = choose_algorithm(len(list(ring)), nbytes)
+    if segment_bytes is None:
+        segment_bytes = RING_SEGMENT_BYTES if algorithm == "ring" else planned_segment_bytes(nbytes)
     kw: dict[str, Any] = dict(
         length=length,
         dtype=dtype,
@@ -85,8 +109,6 @@ def make_allreduce(
         round=round,
         segment_bytes=segment_bytes,
     )
-    if algorithm == "auto":
-        algorithm = choose_algorithm(len(list(ring)), nbytes)
     if algorithm == "ring":
         return RingAllReduce(peer, ring, data, **kw)
     name = "ring" if algorithm == "planned-ring" else algorithm
@@ -95,7 +117,11 @@ def make_allreduce(
 
 __all__ = [
     "ALGORITHMS",
+    "PLANNED_MIN_SEGMENT_BYTES",
+    "PLANNED_SEGMENT_BYTES",
+    "RING_SEGMENT_BYTES",
     "SMALL_BYTES",
     "choose_algorithm",
     "make_allreduce",
+    "planned_segment_bytes",
 ]
