@@ -219,7 +219,7 @@ def reference_ring_run(
                 weight = sizes[p] / sum(sizes)
                 if (r, p) in nonfinite:
                     delta, weight = np.zeros_like(delta), 0.0
-                body = with_flags(weighted_payload(delta, weight), [], n)
+                body = with_flags(weighted_payload(delta, weight), [], ())
                 payloads.append(np.concatenate([body, np.zeros(EVAL_SLOTS, np.float32)]))
             codec = FixedPoint.for_peers((ring_size_by_round or {}).get(r, len(members)))
             total = np.zeros(payloads[0].shape, dtype=codec.word_dtype)

@@ -112,7 +112,7 @@ def test_ring_is_weighted_fedavg_and_bit_identical(digits, n):
         )
         np.testing.assert_allclose(ls[0].workload.flat(), expected, rtol=1e-4, atol=1e-6)
         assert len({lr.workload.state_hash() for lr in ls}) == 1
-        m = local[0].shape[0] + 1 + n + 3  # + join flags + evaluation slots
+        m = local[0].shape[0] + 1 + 3  # + evaluation slots (no join flags: all are members)
         if n > 1:  # ring all-reduce bound: 2(N-1)/N * M elements of 4 bytes per peer
             for p in range(n):
                 assert abs(run.bytes_sent[p] - 2 * (n - 1) / n * m * 4) <= 2 * (n - 1) * 4
@@ -195,7 +195,7 @@ def test_selective_shares_only_the_index_set(digits):
     np.testing.assert_allclose(out[idx], expected[idx], rtol=1e-4, atol=1e-6)
     assert len({lr.workload.state_hash() for lr in ls}) == 1
     # only |S| + 1 elements go around the ring
-    assert run.bytes_sent[0] <= 2 * (len(idx) + 1 + 3 + 3) * 4
+    assert run.bytes_sent[0] <= 2 * (len(idx) + 1 + 3) * 4
     # a new index set every round, same on all peers
     assert not np.array_equal(idx, shared_indices(ls[0].index_session, 1, m, 0.2))
 

@@ -69,6 +69,7 @@ def test_membership_flags_admissions_and_the_majority_rule() -> None:
     assert m.lose({2}, 0) == {2} and m.lost_in(0) == {2}
     dropped, admitted = m.commit(0, [0, 1, 3, 4], [])
     assert dropped == [2] and admitted == [] and m.members == (0, 1, 3, 4)
+    assert m.candidates() == (2,)  # the one non-member: the only flag slot
     assert m.request_join(2, incarnation=7) is False  # not a member: just a request
     assert m.flags(1) == [] and m.flags(2) == []  # pinned: flagged in round 3 only
     assert m.awaited_joiners(3) == []
@@ -77,6 +78,7 @@ def test_membership_flags_admissions_and_the_majority_rule() -> None:
     m.commit(2, [0, 1, 3, 4], [])
     dropped, admitted = m.commit(3, [0, 1, 3, 4], [2])
     assert admitted == [2] and m.members == (0, 1, 2, 3, 4) and m.round == 4
+    assert m.candidates() == ()
     assert m.to_serve(4) == []  # 1 is 2's predecessor, not 0
     assert Membership(
         1, 5, (0, 1, 2, 3, 4), admitted_round={2: 4}, members=(0, 1, 2, 3, 4)

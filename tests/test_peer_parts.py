@@ -137,15 +137,16 @@ def test_payload_and_result() -> None:
     algo = RingAverage()
     x = RoundInput(0, start, start + d, 0.25, 7)
     c = algo.contribution(x)
-    p = with_flags(c, [1, 3], 4)
+    cand = (5, 1, 3, 2)  # the ring's non-members, in ring order: one flag slot each
+    p = with_flags(c, [1, 3], cand)
     assert p.dtype == np.float32 and p.shape == (16,)
     np.testing.assert_allclose(p[:11], ((start + d) - start) * np.float32(0.25))
-    assert p[11] == np.float32(0.25) and list(p[12:]) == [0, 1, 0, 1]
+    assert p[11] == np.float32(0.25) and list(p[12:]) == [0, 1, 1, 0]
     bad = start + d
     bad[5] = np.inf
-    q = with_flags(algo.contribution(RoundInput(0, start, bad, 0.25, 7)), [2], 4)
-    assert not q[:12].any() and list(q[12:]) == [0, 0, 1, 0]  # weight 0, flags still count
-    total, admitted = split_flags(p + q, 4)
+    q = with_flags(algo.contribution(RoundInput(0, start, bad, 0.25, 7)), [2], cand)
+    assert not q[:12].any() and list(q[12:]) == [0, 0, 0, 1]  # weight 0, flags still count
+    total, admitted = split_flags(p + q, cand)
     assert total[-1] == np.float32(0.25) and admitted == frozenset({1, 2, 3})
     new = algo.aggregate(x, SumResult(total, (0, 1)))
     assert new.dtype == np.float32
@@ -153,7 +154,10 @@ def test_payload_and_result() -> None:
     zero = SumResult(np.zeros(12, np.float32), (0,))
     assert np.array_equal(algo.aggregate(x, zero), start)  # no weight arrived: unchanged
     with pytest.raises(ValueError):
-        split_flags(p[:3], 4)
+        split_flags(p[:3], cand)
+    with pytest.raises(ValueError, match="peer 0 is a member"):
+        with_flags(c, [0], cand)
+    assert with_flags(c, [], ()).shape == c.shape  # everyone a member: no flags at all
 
 
 def test_gossip_weights_drop_the_edge() -> None:

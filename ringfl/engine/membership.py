@@ -46,24 +46,35 @@ def has_majority(live: int, n_peers: int) -> bool:
     return 2 * int(live) > int(n_peers)
 
 
-def with_flags(contribution: np.ndarray, flags: Iterable[int], n_peers: int) -> np.ndarray:
+def with_flags(
+    contribution: np.ndarray, flags: Iterable[int], candidates: Sequence[int]
+) -> np.ndarray:
     """[contribution, flags] as one vector (float32, or float64 for a float64
-    contribution): flag j is 1.0 when this peer asks for peer j to be admitted in the
-    next round."""
+    contribution), with one flag per candidate — a peer of the ring that is not a member
+    of the round (`Membership.candidates`, the same on every member): 1.0 when this peer
+    asks for that candidate to be admitted in the next round. Only non-members are ever
+    flagged, so the usual round (everyone a member) carries no flags at all: N flags per
+    payload made a round O(N²) floats at 10,000 parties."""
     m = contribution.shape[0]
-    out = np.zeros(m + n_peers, dtype=np.result_type(contribution.dtype, np.float32))
+    out = np.zeros(m + len(candidates), dtype=np.result_type(contribution.dtype, np.float32))
     out[:m] = contribution
-    for j in flags:
-        out[m + int(j)] = 1.0
+    flags = list(flags)
+    if flags:
+        at = {p: i for i, p in enumerate(candidates)}
+        for j in flags:
+            if j not in at:
+                raise ValueError(f"peer {j} is a member or not in the ring: it cannot be flagged")
+            out[m + at[j]] = 1.0
     return out
 
 
-def split_flags(result: np.ndarray, n_peers: int) -> tuple[np.ndarray, frozenset[int]]:
+def split_flags(result: np.ndarray, candidates: Sequence[int]) -> tuple[np.ndarray, frozenset[int]]:
     """(summed contribution, admitted peers) from a summed `with_flags` vector."""
-    if result.ndim != 1 or result.shape[0] < n_peers:
-        raise ValueError(f"result has shape {result.shape}, expected at least {n_peers} flags")
-    m = result.shape[0] - n_peers
-    admitted = frozenset(int(j) for j in np.flatnonzero(result[m:] > 0.5))
+    k = len(candidates)
+    if result.ndim != 1 or result.shape[0] < k:
+        raise ValueError(f"result has shape {result.shape}, expected at least {k} flags")
+    m = result.shape[0] - k
+    admitted = frozenset(int(candidates[int(i)]) for i in np.flatnonzero(result[m:] > 0.5))
     return result[:m], admitted
 
 
@@ -108,6 +119,14 @@ class Membership:
         self.members = ring_members(self.order, members)
         self.gone.clear()
         self.notices.clear()
+
+    def candidates(self) -> tuple[int, ...]:
+        """The peers of the ring that are not members of the round (ring order): the
+        only ones a payload can flag for admission. Empty in the usual round."""
+        if len(self.members) == len(self.order):
+            return ()
+        present = set(self.members)
+        return tuple(p for p in self.order if p not in present)
 
     def live(self) -> list[int]:
         if not self.gone:  # the usual round: nobody lost, no pass over the members

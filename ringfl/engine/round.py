@@ -143,6 +143,7 @@ class RoundEngine:
     _x: RoundInput | None = field(default=None, init=False)
     _neighbours: frozenset[int] = field(default=frozenset(), init=False)
     _slot: np.ndarray | None = field(default=None, init=False)
+    _candidates: tuple[int, ...] = field(default=(), init=False)  # this round's flag slots
 
     def __post_init__(self) -> None:
         self.membership = Membership(
@@ -349,7 +350,8 @@ class RoundEngine:
         x = self.round_input(round_index)
         self._x = x
         contribution = self.algorithm.contribution(x)
-        payload = with_flags(contribution, self.membership.flags(round_index), self.n_peers)
+        self._candidates = self.membership.candidates()
+        payload = with_flags(contribution, self.membership.flags(round_index), self._candidates)
         slot = self._slot if self._slot is not None else np.zeros(EVAL_SLOTS, np.float32)
         payload = np.concatenate([payload, slot])
         if out is not None:
@@ -438,7 +440,7 @@ class RoundEngine:
         admitted: frozenset[int] = frozenset()
         if self.collective == "ring":
             body, slot = total[:-EVAL_SLOTS], total[-EVAL_SLOTS:]
-            total, admitted = split_flags(body, self.n_peers)
+            total, admitted = split_flags(body, self._candidates)
             if round_index > 0 and round_index % self.eval_every == 0:
                 evaluation = self._global_eval(round_index - 1, slot)
         if contributors == members:  # the usual round (compared in C): nobody failed
