@@ -35,6 +35,8 @@ def ring_members(order: tuple[int, ...], present: Collection[int]) -> tuple[int,
     """The peers of `present`, in ring `order` (the gaps of absent peers skipped). When
     every peer is present this is `order` itself: in a simulation of N parties their
     members are one shared tuple, not N copies of N peers."""
+    if present is order:  # every party of a simulation begins with the shared order
+        return order
     keep = set(present)
     if len(keep) == len(order) and keep.issuperset(order):
         return order
