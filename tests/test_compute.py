@@ -105,6 +105,12 @@ def test_ring_parties_share_one_model_between_rounds():
     store = r.engines[0].workload.store
     assert len({id(store.states[p]) for p in range(5)}) == 1
     assert not store.states[0].flags.writeable  # shared: nobody may write it
+    # the engine reads the stored array itself (no per-party copy), still read-only
+    e = r.engines[3]
+    assert e.workload.get() is store.states[3]
+    with pytest.raises(ValueError, match="read-only"):
+        e.workload.get()[0] = 1.0
+    assert e.members is r.engines[0].members  # one tuple of members for every party
 
 
 class CountedNet(nn.Module):
