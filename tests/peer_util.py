@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -265,3 +267,20 @@ def check_every_round_is_the_exact_sum(ring: Ring, alive: list[str]) -> tuple[di
             assert np.array_equal(saved[name][r].arrays["result"], want), (r, name)
         members[r], sizes[r] = who, len(metas[next(iter(metas))]["ring"])
     return members, sizes
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct TCP ports below the kernel's ephemeral range that are free now (the
+    parties bind them a moment later; a file shared by peers cannot say port 0)."""
+    rng = random.Random(os.getpid())
+    ports: list[int] = []
+    while len(ports) < n:
+        port = rng.randrange(20_000, 32_000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if port not in ports:
+            ports.append(port)
+    return ports

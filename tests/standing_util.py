@@ -8,10 +8,8 @@ import contextlib
 import json
 import os
 import queue
-import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +18,7 @@ from typing import Any
 
 from ringfl.standing.client import Node
 from ringfl.standing.example import make_example
+from tests.peer_util import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,22 +41,6 @@ min_parties = 2
 "train.batch_size" = 32
 "train.momentum" = 0.5
 """
-
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct free TCP ports below the kernel's ephemeral range."""
-    out: list[int] = []
-    rng = random.Random()
-    while len(out) < n:
-        port = rng.randrange(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        if port not in out:
-            out.append(port)
-    return out
 
 
 def wait_until(cond: Any, timeout: float, what: str, every: float = 0.05) -> Any:

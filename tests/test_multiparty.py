@@ -7,9 +7,7 @@ as a secure sum of counts — are the same everywhere."""
 
 from __future__ import annotations
 
-import random
 import shutil
-import socket
 import subprocess
 
 import numpy as np
@@ -21,7 +19,7 @@ from ringfl.config import config_from_dict
 from ringfl.data import load_digits
 from ringfl.peer.identity import generate_for_topology
 from ringfl.sim import simulate
-from tests.peer_util import cli, env, kill_group, short_dir
+from tests.peer_util import cli, env, free_ports, kill_group, short_dir
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -45,21 +43,6 @@ momentum = 0.0
 name = "ring"
 secure = true
 """
-
-
-def free_ports(n: int) -> list[int]:
-    """Ports below the ephemeral range that are free now."""
-    ports: list[int] = []
-    while len(ports) < n:
-        port = random.randrange(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 def write_csv(path, x, y) -> None:

@@ -5,10 +5,7 @@ the result of the simulated run (same fixed-point sums, so bit for bit)."""
 from __future__ import annotations
 
 import json
-import os
-import random
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
@@ -19,28 +16,11 @@ from sklearn.datasets import load_breast_cancer
 
 from ringfl import topology
 from ringfl.peer.identity import generate_for_topology
-from tests.peer_util import cli, env, kill_group, short_dir
+from tests.peer_util import cli, env, free_ports, kill_group, short_dir
 
 pytestmark = pytest.mark.timeout(200)
 
 N = 3
-
-
-def free_ports(n: int) -> list[int]:
-    """n TCP ports on 127.0.0.1 that are free now, below the kernel's ephemeral range
-    (the parties bind them a moment later; a file shared by peers cannot say port 0)."""
-    rng = random.Random(os.getpid())
-    ports: list[int] = []
-    while len(ports) < n:
-        port = rng.randrange(20_000, 32_000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 @pytest.fixture(scope="module")

@@ -8,31 +8,13 @@ no data, trains nothing and contributes nothing (weight 0), like hivemind's AUX 
 
 from __future__ import annotations
 
-import numpy as np
-
-from ringfl.algorithms.base import (
-    Collective,
-    RoundInput,
-    SumResult,
-    finite_delta,
-    weighted_mean,
-    weighted_payload,
-)
+from ringfl.algorithms.base import Collective
+from ringfl.algorithms.ring import RingAverage
 
 
-class ServerAverage:
-    """FedAvg through a hub: the hub sums [n_i * delta_i, n_i] and sends it back."""
+class ServerAverage(RingAverage):
+    """FedAvg through a hub: the hub sums [n_i * delta_i, n_i] and sends it back. The
+    same payload and update as the ring's; only the collective that sums differs."""
 
     name = "server"
     collective: Collective = "star"
-
-    def contribution(self, x: RoundInput) -> np.ndarray:
-        delta, w = finite_delta(x)
-        return weighted_payload(delta, w)
-
-    def aggregate(self, x: RoundInput, result: SumResult) -> np.ndarray:
-        mean = weighted_mean(result.total)
-        if mean is None:
-            return x.start.copy()
-        new: np.ndarray = (x.start + mean).astype(np.float32, copy=False)
-        return new
