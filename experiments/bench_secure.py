@@ -5,7 +5,7 @@ Part 1 (one process): fixed-point encode/decode, mask expansion per 10^6 words p
 neighbour (AES-256-CTR `update_into`, alone and with the modular add), X25519 + HKDF per
 pair, Shamir split of a 32-byte secret, AES-GCM sealing of a share.
 
-Part 2 (N processes, spawn, one `ZmqPeer` each on 127.0.0.1, ports chosen by the OS): for every N and
+Part 2 (N processes, spawn, `tune_malloc()` and one `ZmqPeer` each on 127.0.0.1, ports chosen by the OS): for every N and
 size the peers run, repetition by repetition and alternating the order, a plain float32
 `RingAllReduce` and a `SecureRingAllReduce` (k = 32, default masking: complete graph for
 N ≤ 8, t = ⌊N/2⌋+1) of the same float32 deltas (std 0.01), each started by a barrier. A
@@ -151,8 +151,9 @@ def worker(peer, n, sizes, barrier, conn):
 
         from ringfl.collective.allreduce import RingAllReduce
         from ringfl.secure.aggregate import SecureRingAllReduce
-        from ringfl.transport.zmq import ZmqPeer
+        from ringfl.transport.zmq import ZmqPeer, tune_malloc
 
+        tune_malloc()  # as `ringfl peer` does at its entry point
         ctx = zmq.Context()
         zp = ZmqPeer(peer, {peer: "tcp://127.0.0.1:0"}, context=ctx, session=SESSION)
         conn.send(("bound", zp.address))

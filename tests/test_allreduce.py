@@ -259,10 +259,13 @@ def test_in_place_and_preallocated_out() -> None:
     for p in range(n):
         assert res.results[p] is bufs[p]
         np.testing.assert_array_equal(bufs[p], want)
+        assert machines[p].out_shared  # its first chunk went out from `out` itself
     outs = [np.empty(m, np.int64) for _ in range(n)]
     machines = {p: RingAllReduce(p, range(n), xs[p], out=outs[p]) for p in range(n)}
     MemoryNetwork().run(machines)
     assert all(np.array_equal(o, want) for o in outs)
+    # writable payloads (a network's): nothing leaves from `out`, the caller may reuse it
+    assert not any(mach.out_shared for mach in machines.values())
     with pytest.raises(ValueError, match="out must be"):
         RingAllReduce(0, [0, 1], xs[0], out=np.empty(m, np.float64))
 
@@ -292,3 +295,5 @@ def test_read_only_payloads_take_the_copying_path() -> None:
     for p in range(n):
         np.testing.assert_array_equal(results[p], want.results[p])
         np.testing.assert_array_equal(results[p], reference(xs, "int32", m))
+        # the finished chunk was forwarded from `out`: it must stay unchanged until sent
+        assert machines[p].out_shared

@@ -93,6 +93,38 @@ def test_masked_sum_decodes_to_the_exact_fixed_point_sum(n: int) -> None:
             assert machines[p].attempts == 1 and machines[p].clipped == 0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_read_only_payloads_keep_the_result_apart_from_what_was_sent(dtype) -> None:
+    """Over a network (writable payloads) the sum is unmasked in place. A driver that hands
+    over read-only payloads makes the inner all-reduce send slices of its sum buffer by
+    reference, which a zero-copy transport may still be sending: then the result must be
+    a buffer of its own, and the same bits."""
+    from collections import deque
+
+    from ringfl.collective.events import Done
+
+    n, m = 4, 3001
+    ring, xs, machines = make(n, m, 11, dtype=dtype)
+    want = MemoryNetwork().run(machines).results
+    _, _, machines = make(n, m, 11, dtype=dtype)
+    queue = deque(a for p in ring for a in machines[p].start())
+    results, sent = {}, []
+    while queue:
+        act = queue.popleft()
+        sent.append(act.message.payload)
+        payload = act.message.payload.copy()
+        payload.flags.writeable = False
+        for a in machines[act.to].receive(Message(act.message.header, payload)):
+            if isinstance(a, Done):
+                results[act.to] = a.result
+            else:
+                queue.append(a)
+    for p in ring:
+        assert results[p].dtype == dtype
+        np.testing.assert_array_equal(results[p], want[p])
+        assert not any(np.shares_memory(results[p], x) for x in sent if x.size)
+
+
 def test_float32_inputs_clipping_counted_and_average_accuracy() -> None:
     n, m = 4, 300_001
     rng = np.random.default_rng(3)

@@ -7,9 +7,11 @@ Chunk c spans elements [c·M//N, (c+1)·M//N). At step s the peer at ring positi
     reduce-scatter (s < N−1):     sends chunk (r−s) mod N,     receives chunk (r−s−1) mod N
     all-gather (s = N−1+t):       sends chunk (r+1−t) mod N,   receives chunk (r−t) mod N
 
-A received payload that is writable belongs to the machine (see `events.Message`): an
-intermediate partial sum is added into it and that buffer is forwarded, and all-gather
-segments are forwarded as received, so a ZeroMQ driver passes them on without a copy.
+A received payload that is writable belongs to the machine (see `events.Message`): a
+partial sum is added into it and that buffer is forwarded, and all-gather segments are
+forwarded as received, so a ZeroMQ driver passes them on without a copy. Then no slice of
+`out` leaves by reference (`out_shared` stays False unless `out` is `data`), and a caller
+may reuse `out` as soon as the machine is done, before its driver has finished sending.
 
 Each chunk is cut into segments of at most `segment_bytes` (at least two when the chunk has
 two elements or more; an empty chunk is one empty segment), and every received segment is
@@ -17,9 +19,9 @@ handled on its own: add own contribution (reduce-scatter) or store (all-gather),
 forward it at the next step at once. So receiving, adding and sending pipeline segment by
 segment, and messages may arrive in any order.
 
-The result buffer (M elements) is allocated once; it also serves as the scratch space for
-partial sums. A slice of it that was sent is only overwritten by a later step whose message
-is causally after the successor received the earlier one, so zero-copy sends are safe.
+The result buffer (M elements) is allocated once. With read-only payloads it also holds
+partial sums that are sent from it; such a slice is only overwritten by a later step whose
+message is causally after the successor received the earlier one, so zero-copy sends are safe.
 Integer dtypes wrap modulo 2^k (numpy array addition, no upcast).
 """
 
@@ -110,6 +112,9 @@ class RingAllReduce(MachineBase):
         ]
         self._remaining = sum(len(r) for r in self._received)
         self.out = check_out(what, out, m, self.dtype)
+        # a slice of `out` went out by reference (an in-place all-reduce, or a driver
+        # whose payloads are read-only): `out` must stay unchanged until the run ends
+        self.out_shared = self._data is not None and np.may_share_memory(self._data, self.out)
 
     # -- ring arithmetic -------------------------------------------------------------
 
@@ -177,14 +182,18 @@ class RingAllReduce(MachineBase):
             )
         payload = message.payload
         dst = self.out[a:b]
-        if step < self.n - 2 and payload.flags.writeable:
-            # a partial sum that only travels on: add into the received buffer and
-            # forward that (a driver can pass it on without copying or tracking it)
+        if step < self.n - 1 and payload.flags.writeable:
+            # a partial sum: add into the received buffer and forward that (a driver
+            # passes it on without copying or tracking it); the last one, this peer's
+            # finished chunk, is also kept, so `out` itself never leaves by reference
             np.add(payload, self._own(a, b), out=payload)
             forward = payload
+            if step == self.n - 2:
+                np.copyto(dst, payload)
         elif step < self.n - 1:
             np.add(payload, self._own(a, b), out=dst)
             forward = dst
+            self.out_shared = True
         else:
             np.copyto(dst, payload)
             forward = payload

@@ -287,6 +287,7 @@ class SecureRingAllReduce:
         self._sum_started = -1  # newest attempt whose SUM this peer started
         self._sum_attempt = -1  # attempt whose masked sum this peer holds
         self._masked_sum: np.ndarray | None = None
+        self._sum_shared = True  # a slice of the masked sum went out by reference
         self._sum_members: list[int] = []
         self._committed = -1
         self._seeds: list[bytes] | None = None  # committed committee's seeds, in order
@@ -715,7 +716,9 @@ class SecureRingAllReduce:
                 h = act.message.header
                 self._send(out, act.to, SUM, h.step, h.chunk, h.segment, act.message.payload)
             else:
+                assert self._inner is not None
                 self._masked_sum = act.result
+                self._sum_shared = self._inner.out_shared
                 self._sum_attempt = self._attempt
                 self._sum_members = list(self._attempt_members)
                 self._advance(SUMMED_UP, out)
@@ -764,14 +767,24 @@ class SecureRingAllReduce:
     def _unmask(self) -> np.ndarray:
         assert self._masked_sum is not None and self._seeds is not None
         words = self._masked_sum
-        result = np.empty(self.length, dtype=self.data.dtype)
-        scratch = np.empty(min(self.length, CHUNK_ELEMENTS), dtype=words.dtype)
+        # In place when no slice of the masked sum left by reference (the usual case) and
+        # a float has the word's size: no fresh M-element buffer, whose first touch costs
+        # page faults (on THP, compaction) that dominated a peer's decode at 10^7 elements.
+        # Otherwise it may still be on its way out (zero-copy) and must not be written.
+        in_place = not self._sum_shared and words.dtype.itemsize == self.data.dtype.itemsize
+        if in_place:
+            result = words.view(self.data.dtype)
+            self._masked_sum = None  # consumed: it holds the result now
+        else:
+            result = np.empty(self.length, dtype=self.data.dtype)
+            scratch = np.empty(min(self.length, CHUNK_ELEMENTS), dtype=words.dtype)
         for a in range(0, self.length, CHUNK_ELEMENTS):
             b = min(self.length, a + CHUNK_ELEMENTS)
-            w = scratch[: b - a]
-            # words[a:b] − masks into scratch: the sum itself may still be on its way out
-            # (zero-copy sends) and must not be written
-            np.copyto(w, words[a:b])
+            if in_place:
+                w = words[a:b]
+            else:
+                w = scratch[: b - a]
+                np.copyto(w, words[a:b])
             self._streamer.apply(w, a, (), self._seeds)
             self.codec.decode(w, out=result[a:b])
         self.members = tuple(self._sum_members)
