@@ -84,6 +84,33 @@ def test_bundled_mnist_loads_and_verifies():
     assert abs(float(train.x.mean())) < 1e-3 and abs(float(train.x.std()) - 1.0) < 1e-2
 
 
+def test_standardize_mnist_is_the_float_formula_bit_for_bit():
+    """The lookup table gives what (x / 255 − mean) / std in float32 gives, for every
+    pixel value and for the bundled images (raw, standardized per part = load_mnist)."""
+    from ringfl.data.builtin import MNIST_MEAN, MNIST_STD, standardize_mnist
+
+    def formula(u8):
+        x = u8.astype(np.float32)
+        x *= np.float32(1.0 / 255.0)
+        x -= np.float32(MNIST_MEAN)
+        x /= np.float32(MNIST_STD)
+        return x
+
+    every = np.arange(256, dtype=np.uint8).reshape(256, 1, 1, 1)
+    got = standardize_mnist(Dataset(every, np.zeros(256, np.int64), 10, "all")).x
+    assert (
+        got.dtype == np.float32
+        and got.view(np.uint32).tolist() == formula(every).view(np.uint32).tolist()
+    )
+    raw, _ = load_mnist(raw=True)
+    part = raw.subset(np.arange(0, 60000, 7), "part")
+    assert np.array_equal(
+        standardize_mnist(part).x.view(np.uint32), formula(part.x).view(np.uint32)
+    )
+    with pytest.raises(DataError, match="uint8"):
+        standardize_mnist(Dataset(got, np.zeros(256, np.int64), 10, "floats"))
+
+
 def test_user_mnist_dir_raw_and_corrupt(tmp_path):
     # a user directory with uncompressed files in the other common spelling
     for f in BUNDLED_MNIST.glob("t10k-*.gz"):

@@ -77,11 +77,15 @@ def load_mnist(
 def standardize_mnist(d: Dataset) -> Dataset:
     """`d` with uint8 pixels (`load_mnist(raw=True)`, or a subset of it) as float32,
     standardized as `load_mnist` does: the same bits, element by element."""
-    x = d.x.astype(np.float32)
-    x *= np.float32(1.0 / 255.0)
-    x -= np.float32(MNIST_MEAN)
-    x /= np.float32(MNIST_STD)
-    return Dataset(x, d.y, d.num_classes, d.name)
+    # a pixel's float depends on its value alone: look the 256 values up (one pass over
+    # the data instead of four: 60,000 images in ~0.1 s instead of ~0.6 s)
+    table = np.arange(256, dtype=np.float32)
+    table *= np.float32(1.0 / 255.0)
+    table -= np.float32(MNIST_MEAN)
+    table /= np.float32(MNIST_STD)
+    if d.x.dtype != np.uint8:
+        raise DataError(f"{d.name}: standardize_mnist needs uint8 pixels, got {d.x.dtype}")
+    return Dataset(table[d.x], d.y, d.num_classes, d.name)
 
 
 def load_digits(*, test_fraction: float = 0.25, seed: int = 0) -> tuple[Dataset, Dataset]:
