@@ -59,6 +59,7 @@ from ringfl.errors import ConfigError
 from ringfl.local import evaluate
 from ringfl.models import ModelSpec
 from ringfl.sim_clock import Availability, training_s
+from ringfl.transport import bulk
 from ringfl.transport.memory import Crash, Cut, MemoryNetwork, RunResult
 
 METRIC_FIELDS = (
@@ -298,7 +299,6 @@ class _Sim:
         """The setup sum of counts in bulk (every party is live before round 0)."""
         from ringfl.engine.sums import SETUP_ROUND, setup_clip
         from ringfl.secure.aggregate import Masking
-        from ringfl.transport import bulk
 
         ring = list(self.order)
         data = {p: self.engines[p].setup_payload() for p in ring}
@@ -430,10 +430,15 @@ class _Sim:
             for p in engines
             if p < self.n and (t := self.availability.next_offline(p, self.clock)) is not None
         }
+        # a bulk secure sum's key work does not depend on the training: a backend with
+        # workers lets the driver do it while it waits for them
+        ring = self._bulk_ring(r, engines) if self.bulk else None
+        prep = self._secure_prep(r, ring, engines) if ring is not None else None
         t0 = time.perf_counter()
         losses, steps = [], {}
         online = {p: e for p, e in engines.items() if offline_at.get(p, 1.0) > 0}
-        for p, st in self.trainers.train_round(r, online).items():  # offline: no training
+        background = prep.steps() if prep is not None else None
+        for p, st in self.trainers.train_round(r, online, background).items():  # offline: none
             if p < self.n:
                 losses.append(st.loss)
                 steps[p] = st.steps
@@ -448,8 +453,8 @@ class _Sim:
             for p in engines
         }
         self.phases = {"train_s": compute}
-        if self.bulk:
-            done = self._bulk_round(r, engines, start_at, offline_at)
+        if ring is not None:
+            done = self._bulk_round(r, ring, engines, start_at, offline_at, prep)
             if done is not None:
                 return done, self._finish_bulk(r, engines, done), losses, compute
         machines: dict[int, Machine] = {p: e.round_machine(r) for p, e in engines.items()}
@@ -501,20 +506,10 @@ class _Sim:
         """Whether the live parties' workload is done (a statistics job; all agree)."""
         return any(self.engines[p].workload.done for p in self.alive)
 
-    def _bulk_round(
-        self,
-        r: int,
-        engines: dict[int, RoundEngine],
-        start_at: dict[int, float],
-        offline_at: dict[int, float],
-    ) -> RunResult | None:
-        """The round's ring sum in bulk (`ringfl.transport.bulk`) when nothing can go
-        wrong in it: ring collective, every member live and known to every member, no
-        scheduled crash or partition, nobody going offline before the sum is done and no
-        silence the deadlines would act on. None: run it message by message instead."""
-        from ringfl.secure.aggregate import Masking
-        from ringfl.transport import bulk
-
+    def _bulk_ring(self, r: int, engines: dict[int, RoundEngine]) -> list[int] | None:
+        """The ring of round r when its sum may run in bulk as far as the round's start
+        tells: ring collective, every member live and known to every member, no
+        scheduled crash or partition. None: message by message."""
         if self.collective != "ring" or not engines:
             return None
         ring = list(next(iter(engines.values())).members)
@@ -526,14 +521,48 @@ class _Sim:
             at <= r for at in self.plan.partitions
         ):
             return None
+        return ring
+
+    def _secure_prep(
+        self, r: int, ring: list[int], engines: dict[int, RoundEngine]
+    ) -> bulk.SecurePrep | None:
+        """The input-independent part of round r's bulk secure sum (None: plain)."""
+        from ringfl.secure.aggregate import Masking
+
+        sec0 = engines[ring[0]].secure
+        if sec0 is None:
+            return None
+        secure = {p: engines[p].secure for p in ring}
+        return bulk.SecurePrep(
+            ring,
+            {p: s.keys for p, s in secure.items() if s is not None},
+            sec0.public_keys,
+            session=engines[ring[0]].session,
+            round=r,
+            masking=Masking(bits=sec0.bits, clip=sec0.clip),
+            entropy={p: s.entropy for p, s in secure.items() if s is not None},
+            long_term=self._long_term,
+        )
+
+    def _bulk_round(
+        self,
+        r: int,
+        ring: list[int],
+        engines: dict[int, RoundEngine],
+        start_at: dict[int, float],
+        offline_at: dict[int, float],
+        prep: bulk.SecurePrep | None,
+    ) -> RunResult | None:
+        """The round's ring sum in bulk (`ringfl.transport.bulk`) over `ring`
+        (`_bulk_ring`), when nothing goes wrong in it either: nobody going offline before
+        the sum is done and no silence the deadlines would act on. `prep`: the secure
+        sum's prepared keys (None: a plain sum). None: run it message by message."""
         t0 = time.perf_counter()
         e0 = engines[ring[0]]
         first = e0.ring_payload(r)
         length = first.shape[0]
-        sec0 = e0.secure
-        masking = None if sec0 is None else Masking(bits=sec0.bits, clip=sec0.clip)
         out = None
-        if masking is None:  # one matrix of every party's payload, written in place
+        if prep is None:  # one matrix of every party's payload, written in place
             rows = np.empty((len(ring), length), dtype=first.dtype)
             rows[0] = first
             for i, p in enumerate(ring[1:], start=1):
@@ -542,22 +571,8 @@ class _Sim:
             stages: list[bulk.Gather | bulk.AllReduce] = [bulk.AllReduce(length, 4)]
         else:
             payloads = {p: first if p == ring[0] else engines[p].ring_payload(r) for p in ring}
-            parties = {}
-            for p in ring:
-                sec = engines[p].secure
-                assert sec is not None
-                parties[p] = bulk.SecureParty(sec.keys, payloads[p], sec.entropy)
-            assert e0.secure is not None
-            out = bulk.secure_ring_sum(
-                ring,
-                parties,
-                e0.secure.public_keys,
-                session=e0.session,
-                round=r,
-                masking=masking,
-                long_term=self._long_term,
-            )
-            stages = bulk.secure_stages(ring, length, masking, out.committee)
+            out = prep.sum(payloads)
+            stages = bulk.secure_stages(ring, length, prep.masking, out.committee)
         sched = bulk.ring_schedule(
             self.net, ring, stages, start_at, link_factor=dict(self.plan.slow_links)
         )
@@ -575,6 +590,8 @@ class _Sim:
         else:
             result = out.result
             self.phases["masking_s"] = out.seconds["keys_s"] + out.seconds["mask_s"]
+            # key work done while the driver waited for the workers (inside train_s)
+            self.phases["keys_ahead_s"] = out.seconds["keys_ahead_s"]
             self._bulk_clipped = out.clipped
         result.flags.writeable = False  # one array for every member
         if self.deadlines is not None:

@@ -5,6 +5,8 @@ fault)."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -18,6 +20,7 @@ from ringfl.topology import make
 from ringfl.transport.bulk import (
     AllReduce,
     SecureParty,
+    SecurePrep,
     plain_ring_sum,
     ring_schedule,
     secure_ring_sum,
@@ -99,6 +102,34 @@ def test_secure_bulk_sum_is_the_secure_ring_bit_for_bit():
     same_schedule(
         run, ring_schedule(net, ring, secure_stages(ring, m, masking, out.committee), start), ring
     )
+
+
+def test_secure_prep_run_ahead_in_steps_gives_the_same_sum():
+    """The key work a driver runs in steps while it waits (the simulator: for its
+    workers) is the same work `sum` would do: any number of steps ahead, the same bits,
+    and the time is booked as ahead of the sum, not in it."""
+    n, m = 9, 301
+    ring, data, _, _ = setting(n, m, seed=4)
+    keys = simulation_keys(0, n)
+    pub = {p: k.public_bytes for p, k in enumerate(keys)}
+    want = secure_ring_sum(
+        ring,
+        {p: SecureParty(keys[p], data[p]) for p in range(n)},
+        pub,
+        session=1,
+        round=0,
+        masking=Masking(),
+    )
+    total = None
+    for ahead in (0, 1, 5, None):  # None: every step
+        prep = SecurePrep(ring, dict(enumerate(keys)), pub, session=1, round=0, masking=Masking())
+        steps = prep.steps()
+        taken = sum(1 for _ in itertools.islice(steps, ahead))
+        out = prep.sum(data)
+        assert np.array_equal(out.result, want.result) and out.committee == want.committee
+        assert (out.seconds["keys_ahead_s"] > 0) == (taken > 0)
+        total = taken if ahead is None else total
+    assert total == len(want.committee) + 2 * n  # seal per committee member; open, check per party
 
 
 def test_secure_bulk_sum_refuses_keys_that_do_not_cancel(monkeypatch):

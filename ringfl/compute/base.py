@@ -72,11 +72,18 @@ class Backend:
         return SimWorkload(peer, self.store, self.parts[peer], self.vals[peer])
 
     def train_round(
-        self, round_index: int, engines: Mapping[int, RoundEngine]
+        self,
+        round_index: int,
+        engines: Mapping[int, RoundEngine],
+        background: Iterator[None] | None = None,
     ) -> dict[int, LocalStats]:
         """Every engine's local work of round `round_index` (`engine.train`): the
         simulated parties' training runs on this backend first (none when no training
-        job was loaded: e.g. statistics workloads compute in their engines)."""
+        job was loaded: e.g. statistics workloads compute in their engines).
+
+        `background`: short steps of the driver's own work that do not depend on this
+        round's training; a backend that trains elsewhere runs them while it waits for
+        its workers, and leaves the rest to the caller (inline runs none of them)."""
         if self._store is None:
             return {p: e.train(round_index) for p, e in engines.items()}
         store = self._store
@@ -98,7 +105,7 @@ class Backend:
         # sooner (e.g. 8 Dirichlet(0.5) MNIST parties on 2 workers: 477 instead of 565
         # steps on the busiest worker); the order changes no bits, tasks are independent
         tasks.sort(key=lambda t: -len(self.parts[t.peer]))
-        for result, local in self._execute(tasks, starts):
+        for result, local in self._execute(tasks, starts, background):
             store.accept(result, round_index, local)
         return {p: e.train(round_index) for p, e in engines.items()}
 
@@ -111,10 +118,14 @@ class Backend:
         """Forget party `peer`'s private training state (momentum) held here."""
 
     def _execute(
-        self, tasks: Sequence[TrainTask], starts: Sequence[np.ndarray]
+        self,
+        tasks: Sequence[TrainTask],
+        starts: Sequence[np.ndarray],
+        background: Iterator[None] | None = None,
     ) -> Iterator[tuple[TaskResult, np.ndarray]]:
         """Run `tasks` (task.start indexes `starts`); yield each result with the
-        party's local state, which must stay unchanged until that party trains again."""
+        party's local state, which must stay unchanged until that party trains again.
+        `background`: see `train_round`."""
         raise NotImplementedError
 
     def close(self) -> None:

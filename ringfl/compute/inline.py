@@ -35,7 +35,10 @@ class InlineBackend(Backend):
             self.moments = rows(n, msize)
 
     def _execute(
-        self, tasks: Sequence[TrainTask], starts: Sequence[np.ndarray]
+        self,
+        tasks: Sequence[TrainTask],
+        starts: Sequence[np.ndarray],
+        background: Iterator[None] | None = None,  # left to the caller
     ) -> Iterator[tuple[TaskResult, np.ndarray]]:
         # a start that is a party's local result of an earlier round lies in `outs`,
         # which this round overwrites: copy those first

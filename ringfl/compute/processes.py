@@ -45,6 +45,7 @@ from ringfl.errors import ConfigError
 
 #: The most tasks sent to a worker in one message.
 MAX_BATCH = 16
+_END = object()  # a finished background iterator
 #: How long a worker may take to stop before it is killed (seconds).
 STOP_WAIT_S = 10.0
 START_METHODS = ("auto", "fork", "spawn")
@@ -244,7 +245,10 @@ class ProcessBackend(Backend):
                 raise w.gone(doing)
 
     def _execute(
-        self, tasks: Sequence[TrainTask], starts: Sequence[np.ndarray]
+        self,
+        tasks: Sequence[TrainTask],
+        starts: Sequence[np.ndarray],
+        background: Iterator[None] | None = None,
     ) -> Iterator[tuple[TaskResult, np.ndarray]]:
         table = self._tables["starts"].array
         for k, s in enumerate(starts):
@@ -265,7 +269,14 @@ class ProcessBackend(Backend):
                 except (BrokenPipeError, ConnectionResetError):
                     raise w.gone(f"training peer {batch[0].peer}") from None
                 busy[w.conn] = (w, batch)
-            for ready in wait(list(busy), timeout=1.0):
+            # while the workers train, the driver does a step of its background work
+            # between polls (a step is ~1 ms, so a finished worker waits no longer)
+            ready_now = wait(list(busy), timeout=0.0 if background is not None else 1.0)
+            if not ready_now and background is not None:
+                if next(background, _END) is _END:
+                    background = None
+                continue
+            for ready in ready_now:
                 w, batch = busy.pop(ready)
                 try:
                     reply = w.conn.recv()

@@ -92,7 +92,10 @@ class RayBackend(Backend):
             self._moments[peer] = None
 
     def _execute(
-        self, tasks: Sequence[TrainTask], starts: Sequence[np.ndarray]
+        self,
+        tasks: Sequence[TrainTask],
+        starts: Sequence[np.ndarray],
+        background: Iterator[None] | None = None,  # left to the caller
     ) -> Iterator[tuple[TaskResult, np.ndarray]]:
         ray = self.ray
         refs = [ray.put(s) for s in starts]

@@ -19,7 +19,9 @@ and this module computes it directly — the same bits, the same virtual times:
   of every edge derive the same key, which is checked, so their keystreams are not
   generated; the committee's self masks are added, removed once (every party would
   remove the same masks) and the sum checked against the plain encodings, so a key or
-  mask that does not cancel is an error, not a silent wrong model.
+  mask that does not cancel is an error, not a silent wrong model. The key work does not
+  depend on the inputs (`SecurePrep`): the simulator runs it in steps while it waits for
+  its training workers, and `SecurePrep.sum` does what is left.
 - **Time and bytes** (`ring_schedule`): the message-level network's timing model (one
   FIFO NIC per party, size / bandwidth + latency per link; a party forwards a message
   when it has it and has started; late starters hold what arrives) run as a recurrence
@@ -32,7 +34,7 @@ Tests check all three against `MemoryNetwork` running the real machines.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -227,6 +229,161 @@ class SecureSum:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+class SecurePrep:
+    """The part of one fault-free bulk secure sum that does not depend on the inputs: the
+    SHARES stage (every party's fresh secrets, the committee's seeds Shamir-shared, sealed
+    for and opened by every party) and the pairwise-key check. `steps()` does it a party
+    at a time, so a driver can run it while it waits for something else (the simulator:
+    for local training in worker processes); `sum` does what is left, then the SUM.
+
+    `keys`: each party's long-term keys; `entropy`: its source of randomness for the
+    round's secrets (missing or None: the OS); `long_term`: see `secure_ring_sum`."""
+
+    def __init__(
+        self,
+        ring: Sequence[int],
+        keys: Mapping[int, PeerKeys],
+        public_keys: Mapping[int, bytes | str],
+        *,
+        session: int,
+        round: int,
+        masking: Masking,
+        entropy: Mapping[int, Callable[[int], bytes] | None] | None = None,
+        long_term: dict[int, LongTermKeys] | None = None,
+    ) -> None:
+        import os
+
+        t0 = time.perf_counter()
+        self.members = [int(p) for p in ring]
+        self.session, self.round, self.masking = session, round, masking
+        self.codec = masking.codec(len(self.members))
+        self.threshold = masking.threshold_for(len(self.members))
+        self.graph = masking_graph(
+            self.members,
+            session=session,
+            round=round,
+            attempt=0,
+            degree=masking.degree,
+            complete_up_to=masking.complete_up_to,
+            collusion=masking.collusion,
+        )
+        self.committee = committee(
+            self.members, self.graph, self.threshold, session=session, round=round, attempt=0
+        )
+        self._pubs = {
+            p: decode_public_key(public_keys[p], where=f"public_key of peer {p}")
+            for p in self.members
+        }
+        self._keys = keys
+        self._rand = {p: (entropy or {}).get(p) or os.urandom for p in self.members}
+        self._long_term = {} if long_term is None else long_term
+        self.secrets: dict[int, AttemptSecrets] = {}
+        self._work = self._prepare()
+        self.ahead_s = 0.0  # seconds of `steps()` run before `sum` (by a waiting driver)
+        self.keys_s = time.perf_counter() - t0  # seconds of the rest, in `sum`
+
+    def steps(self) -> Iterator[None]:
+        """The preparation, one short step (one party's work, ≈ k key agreements) per
+        item; exhausting it is optional (`sum` finishes it)."""
+        end = object()
+        while True:
+            t0 = time.perf_counter()
+            step = next(self._work, end)
+            self.ahead_s += time.perf_counter() - t0
+            if step is end:
+                return
+            yield
+
+    def _prepare(self) -> Iterator[None]:
+        members, comm, graph = self.members, self.committee, self.graph
+        secrets, rand, lts = self.secrets, self._rand, self._long_term
+        index = {p: i for i, p in enumerate(members)}
+        for p in members:
+            secrets[p] = AttemptSecrets(p, 0, rand[p], session=self.session, round=self.round)
+        # SHARES: ephemeral public keys (a party needs its mask neighbours' and the
+        # committee's), and the committee's seeds, Shamir-shared and sealed for each party
+        for p in members:
+            s = secrets[p]
+            for q in (*graph[p], *comm):
+                s.eph_publics[q] = secrets[q].eph_public
+        for p in members:
+            if p not in lts or lts[p].keys is not self._keys[p]:
+                lts[p] = LongTermKeys(p, self._keys[p], self._pubs)
+        sealed = {}
+        for c in comm:
+            sealed[c] = secrets[c].sealed_shares(
+                members, set(members), self.threshold, lts[c], rand[c]
+            )
+            yield
+        for p in members:
+            lt = lts[p]
+            for c in comm:
+                if c != p:
+                    secrets[p].open_share(c, sealed[c], index[p], lt)
+            if len(secrets[p].my_shares) != len(comm):
+                raise RuntimeError(f"secure bulk sum: peer {p} lacks a committee share")
+            yield
+        # Pairwise masks: both ends of an edge derive one key, so its two keystreams (one
+        # added, one subtracted) cancel in the sum. Deriving every key from both ends and
+        # comparing is that cancellation, checked; generating the 2·|E| keystreams only to
+        # add zero cost ~N·k·M words of AES (3·10^9 per round at N = 1,000) and was dropped.
+        for p in members:
+            for j in graph[p]:
+                if j > p and secrets[p].pair_key(j) != secrets[j].pair_key(p):
+                    raise RuntimeError(
+                        f"secure bulk sum: peers {p} and {j} derived different mask keys"
+                    )
+            yield
+
+    def sum(self, data: Mapping[int, np.ndarray]) -> SecureSum:
+        """Finish the preparation, then the SUM: every party's words (`data[p]`), the
+        committee's self masks on theirs, the sum modulo 2^k, the masks removed."""
+        t0 = time.perf_counter()
+        for _ in self._work:
+            pass
+        t1 = time.perf_counter()
+        members, comm, codec, secrets = self.members, self.committee, self.codec, self.secrets
+        wd = codec.word_dtype
+        length = data[members[0]].shape[0]
+        words = np.empty(length, dtype=wd)
+        acc = np.zeros(length, dtype=wd)
+        plain = np.zeros(length, dtype=wd)
+        streamer = MaskStreamer()
+        clipped = {}
+        scratch = None
+        for p in members:
+            x = np.ascontiguousarray(data[p])
+            if x.shape != (length,):
+                raise ValueError(f"secure bulk sum: peer {p} has {x.shape}, expected ({length},)")
+            work = np.float32 if (x.dtype == np.float32 and codec.bits == 32) else np.float64
+            if scratch is None or scratch.dtype != work:
+                scratch = np.empty(min(length, 1 << 18), dtype=work)
+            clipped[p] = codec.encode_into(x, words, scratch)
+            plain += words
+            if p in comm:
+                streamer.apply(words, 0, [secrets[p].self_seed], ())
+            acc += words
+        # REVEAL / FINISH: the committee's seeds come out; every party removes the same masks
+        streamer.apply(acc, 0, (), [secrets[c].self_seed for c in comm])
+        if not np.array_equal(acc, plain):
+            raise RuntimeError("secure bulk sum: the self masks did not cancel")
+        result = codec.decode(acc, dtype=data[members[0]].dtype)
+        t2 = time.perf_counter()
+        degree = max((len(v) for v in self.graph.values()), default=0)
+        return SecureSum(
+            result,
+            clipped,
+            list(comm),
+            degree,
+            {
+                "keys_s": self.keys_s + t1 - t0,
+                "keys_ahead_s": self.ahead_s,
+                "mask_s": t2 - t1,
+                "sum_s": 0.0,
+            },
+        )
+
+
 def secure_ring_sum(
     ring: Sequence[int],
     parties: Mapping[int, SecureParty],
@@ -241,95 +398,17 @@ def secure_ring_sum(
     the same result as `SecureRingAllReduce` on every member. `long_term`: each party's
     `LongTermKeys` (its cached X25519 agreements), kept by the caller across rounds as a
     real peer keeps its own; filled in here for parties without one."""
-    import os
-
-    t0 = time.perf_counter()
-    members = [int(p) for p in ring]
-    n = len(members)
-    codec = masking.codec(n)
-    threshold = masking.threshold_for(n)
-    graph = masking_graph(
-        members,
+    prep = SecurePrep(
+        ring,
+        {p: parties[p].keys for p in ring},
+        public_keys,
         session=session,
         round=round,
-        attempt=0,
-        degree=masking.degree,
-        complete_up_to=masking.complete_up_to,
-        collusion=masking.collusion,
+        masking=masking,
+        entropy={p: parties[p].entropy for p in ring},
+        long_term=long_term,
     )
-    comm = committee(members, graph, threshold, session=session, round=round, attempt=0)
-    pubs = {p: decode_public_key(public_keys[p], where=f"public_key of peer {p}") for p in members}
-    index = {p: i for i, p in enumerate(members)}
-    rand = {p: parties[p].entropy or os.urandom for p in members}
-    secrets = {p: AttemptSecrets(p, 0, rand[p], session=session, round=round) for p in members}
-    # SHARES: ephemeral public keys (a party needs its mask neighbours' and the
-    # committee's), and the committee's seeds, Shamir-shared and sealed for each party
-    for p in members:
-        s = secrets[p]
-        for q in (*graph[p], *comm):
-            s.eph_publics[q] = secrets[q].eph_public
-    lts = {} if long_term is None else long_term
-    for p in members:
-        if p not in lts or lts[p].keys is not parties[p].keys:
-            lts[p] = LongTermKeys(p, parties[p].keys, pubs)
-    sealed = {}
-    for c in comm:
-        sealed[c] = secrets[c].sealed_shares(members, set(members), threshold, lts[c], rand[c])
-    for p in members:
-        lt = lts[p]
-        for c in comm:
-            if c != p:
-                secrets[p].open_share(c, sealed[c], index[p], lt)
-        if len(secrets[p].my_shares) != len(comm):
-            raise RuntimeError(f"secure bulk sum: peer {p} lacks a committee share")
-    # Pairwise masks: both ends of an edge derive one key, so its two keystreams (one
-    # added, one subtracted) cancel in the sum. Deriving every key from both ends and
-    # comparing is that cancellation, checked; generating the 2·|E| keystreams only to
-    # add zero cost ~N·k·M words of AES (3·10^9 per round at N = 1,000) and was dropped.
-    for p in members:
-        for j in graph[p]:
-            if j > p and secrets[p].pair_key(j) != secrets[j].pair_key(p):
-                raise RuntimeError(
-                    f"secure bulk sum: peers {p} and {j} derived different mask keys"
-                )
-    t1 = time.perf_counter()
-    # SUM: every party's words, the committee's self masks on theirs; the sum modulo 2^k
-    wd = codec.word_dtype
-    length = parties[members[0]].data.shape[0]
-    words = np.empty(length, dtype=wd)
-    acc = np.zeros(length, dtype=wd)
-    plain = np.zeros(length, dtype=wd)
-    streamer = MaskStreamer()
-    clipped = {}
-    scratch = None
-    for p in members:
-        x = np.ascontiguousarray(parties[p].data)
-        if x.shape != (length,):
-            raise ValueError(f"secure bulk sum: peer {p} has {x.shape}, expected ({length},)")
-        work = np.float32 if (x.dtype == np.float32 and codec.bits == 32) else np.float64
-        if scratch is None or scratch.dtype != work:
-            scratch = np.empty(min(length, 1 << 18), dtype=work)
-        clipped[p] = codec.encode_into(x, words, scratch)
-        plain += words
-        if p in comm:
-            streamer.apply(words, 0, [secrets[p].self_seed], ())
-        acc += words
-    t2 = time.perf_counter()
-    # REVEAL / FINISH: the committee's seeds come out; every party removes the same masks
-    streamer.apply(acc, 0, (), [secrets[c].self_seed for c in comm])
-    if not np.array_equal(acc, plain):
-        raise RuntimeError("secure bulk sum: the self masks did not cancel")
-    dtype = parties[members[0]].data.dtype
-    result = codec.decode(acc, dtype=dtype)
-    t3 = time.perf_counter()
-    degree = max((len(v) for v in graph.values()), default=0)
-    return SecureSum(
-        result,
-        clipped,
-        comm,
-        degree,
-        {"keys_s": t1 - t0, "mask_s": t2 - t1 + (t3 - t2), "sum_s": 0.0},
-    )
+    return prep.sum({p: parties[p].data for p in ring})
 
 
 def secure_stages(
