@@ -95,7 +95,7 @@ class RayBackend(Backend):
         self,
         tasks: Sequence[TrainTask],
         starts: Sequence[np.ndarray],
-        background: Iterator[None] | None = None,  # left to the caller
+        background: Iterator[None] | None = None,
     ) -> Iterator[tuple[TaskResult, np.ndarray]]:
         ray = self.ray
         refs = [ray.put(s) for s in starts]
@@ -109,6 +109,8 @@ class RayBackend(Backend):
             )
             for t in tasks
         ]
+        for _ in background or ():  # the driver's own work while the cluster trains
+            pass
         for t, (result, local, mom) in zip(tasks, ray.get(futures), strict=True):
             self._moments[t.peer] = mom
             yield result, local
