@@ -558,21 +558,13 @@ class _Sim:
         the sum is done and no silence the deadlines would act on. `prep`: the secure
         sum's prepared keys (None: a plain sum). None: run it message by message."""
         t0 = time.perf_counter()
-        e0 = engines[ring[0]]
-        first = e0.ring_payload(r)
+        first = engines[ring[0]].ring_payload(r)
         length = first.shape[0]
-        out = None
-        if prep is None:  # one matrix of every party's payload, written in place
-            rows = np.empty((len(ring), length), dtype=first.dtype)
-            rows[0] = first
-            for i, p in enumerate(ring[1:], start=1):
-                engines[p].ring_payload(r, out=rows[i])
-            del first
-            stages: list[bulk.Gather | bulk.AllReduce] = [bulk.AllReduce(length, 4)]
-        else:
-            payloads = {p: first if p == ring[0] else engines[p].ring_payload(r) for p in ring}
-            out = prep.sum(payloads)
-            stages = bulk.secure_stages(ring, length, prep.masking, out.committee)
+        stages: list[bulk.Gather | bulk.AllReduce] = (
+            [bulk.AllReduce(length, 4)]
+            if prep is None
+            else bulk.secure_stages(ring, length, prep.masking, prep.committee)
+        )
         sched = bulk.ring_schedule(
             self.net, ring, stages, start_at, link_factor=dict(self.plan.slow_links)
         )
@@ -583,13 +575,30 @@ class _Sim:
             hard = 2 * pol.max_s + pol.probe_max_s
         if any(t <= end for t in offline_at.values()) or float(sched.silence.max()) >= hard:
             return None
-        if out is None:
-            result = bulk.plain_ring_sum(rows)
-            del rows
+        # every party's payload in turn, into one reused buffer (no matrix of them all)
+        row = np.empty_like(first)
+        payload_s = 0.0
+
+        def payload(p: int) -> np.ndarray:
+            nonlocal payload_s
+            if p == ring[0]:
+                return first
+            t = time.perf_counter()
+            x = engines[p].ring_payload(r, out=row)
+            payload_s += time.perf_counter() - t
+            return x
+
+        if prep is None:
+            summed = bulk.RingSum(len(ring), length, first.dtype)
+            for p in ring:
+                summed.add(payload(p))
+            result = summed.result()
             self.phases["masking_s"] = 0.0
         else:
+            out = prep.sum(payload)
             result = out.result
-            self.phases["masking_s"] = out.seconds["keys_s"] + out.seconds["mask_s"]
+            # payloads are the round's own work, not masking
+            self.phases["masking_s"] = out.seconds["keys_s"] + out.seconds["mask_s"] - payload_s
             # key work done while the driver waited for the workers (inside train_s)
             self.phases["keys_ahead_s"] = out.seconds["keys_ahead_s"]
             self._bulk_clipped = out.clipped

@@ -19,6 +19,7 @@ from ringfl.sim import simulate, simulation_keys
 from ringfl.topology import make
 from ringfl.transport.bulk import (
     AllReduce,
+    RingSum,
     SecureParty,
     SecurePrep,
     plain_ring_sum,
@@ -74,6 +75,28 @@ def test_plain_bulk_sum_is_the_ring_all_reduce_bit_for_bit():
     same_schedule(run, ring_schedule(net, ring, [AllReduce(m, 4, 4000)], start), ring)
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 7])
+def test_ring_sum_one_input_at_a_time_is_the_ring_all_reduce(n):
+    """`RingSum` holds at most the tails of the inputs, and gives the ring's bits for
+    lengths not divisible by n, shorter than n, and empty; misuse is a clear error."""
+    from ringfl.collective.allreduce import RingAllReduce
+
+    for m in (0, 1, n - 1, n + 1, 1001):
+        ring, data, net, _ = setting(n, m, seed=n + m)
+        run = net.run({p: RingAllReduce(p, ring, data[p], segment_bytes=64) for p in range(n)})
+        summed = RingSum(n, m, np.float32)
+        for p in ring:
+            summed.add(data[p])
+        total = summed.result()
+        for p in range(n):
+            assert np.array_equal(run.results[p], total), (n, m)
+    summed = RingSum(2, 3, np.float32)
+    with pytest.raises(ValueError, match="input 0 is float64"):
+        summed.add(np.zeros(3))
+    with pytest.raises(ValueError, match="0 of 2 inputs are in"):
+        summed.result()
+
+
 def test_secure_bulk_sum_is_the_secure_ring_bit_for_bit():
     n, m = 12, 3000
     ring, data, net, start = setting(n, m, seed=2)
@@ -125,7 +148,7 @@ def test_secure_prep_run_ahead_in_steps_gives_the_same_sum():
         prep = SecurePrep(ring, dict(enumerate(keys)), pub, session=1, round=0, masking=Masking())
         steps = prep.steps()
         taken = sum(1 for _ in itertools.islice(steps, ahead))
-        out = prep.sum(data)
+        out = prep.sum(data.__getitem__)
         assert np.array_equal(out.result, want.result) and out.committee == want.committee
         assert (out.seconds["keys_ahead_s"] > 0) == (taken > 0)
         total = taken if ahead is None else total

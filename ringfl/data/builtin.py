@@ -78,14 +78,19 @@ def standardize_mnist(d: Dataset) -> Dataset:
     """`d` with uint8 pixels (`load_mnist(raw=True)`, or a subset of it) as float32,
     standardized as `load_mnist` does: the same bits, element by element."""
     # a pixel's float depends on its value alone: look the 256 values up (one pass over
-    # the data instead of four: 60,000 images in ~0.1 s instead of ~0.6 s)
+    # the data instead of four: 60,000 images in ~0.1 s instead of ~0.6 s), a block at a
+    # time (numpy turns uint8 indices into an int64 copy: 8 bytes per pixel at once else)
     table = np.arange(256, dtype=np.float32)
     table *= np.float32(1.0 / 255.0)
     table -= np.float32(MNIST_MEAN)
     table /= np.float32(MNIST_STD)
     if d.x.dtype != np.uint8:
         raise DataError(f"{d.name}: standardize_mnist needs uint8 pixels, got {d.x.dtype}")
-    return Dataset(table[d.x], d.y, d.num_classes, d.name)
+    x = np.empty(d.x.shape, dtype=np.float32)
+    pixels, out = d.x.reshape(-1), x.reshape(-1)
+    for a in range(0, pixels.shape[0], 1 << 18):
+        np.take(table, pixels[a : a + (1 << 18)], out=out[a : a + (1 << 18)])
+    return Dataset(x, d.y, d.num_classes, d.name)
 
 
 def load_digits(*, test_fraction: float = 0.25, seed: int = 0) -> tuple[Dataset, Dataset]:

@@ -343,8 +343,8 @@ class RoundEngine:
     def ring_payload(self, round_index: int, out: np.ndarray | None = None) -> np.ndarray:
         """Ring modes: the vector this party puts into the round's sum (what
         `round_machine` sums), for a driver that sums without a machine; then
-        `finish_round(r, total, SumOutcome(...))`. `out`: write it there (a row of the
-        driver's matrix of every party's payload) and return `out`."""
+        `finish_round(r, total, SumOutcome(...))`. `out`: write it there and return `out`
+        (a buffer the driver reuses for every party's payload: `payload` stays unset)."""
         if self.collective != "ring":
             raise ValueError(f"peer {self.peer}: a {self.collective} round has no ring payload")
         x = self.round_input(round_index)
@@ -356,7 +356,7 @@ class RoundEngine:
         payload = np.concatenate([payload, slot])
         if out is not None:
             out[:] = payload
-            payload = out
+            return out
         self._payload = payload
         return payload
 
@@ -461,7 +461,7 @@ class RoundEngine:
         weight = float(total[-1]) if self.collective in ("ring", "star") else None
         local = self._local
         self._x = None
-        self._payload = None  # a row of the driver's payload matrix: let it go
+        self._payload = None
         return RoundRecord(
             round=round_index,
             members=members,

@@ -186,24 +186,56 @@ def ring_schedule(
     return Schedule(clock.enter, clock.bytes, clock.messages, clock.silence)
 
 
+class RingSum:
+    """The sum `RingAllReduce` gives every member, bit for bit, from the n inputs added
+    one at a time in ring order (`add`), without holding them all: chunk c is summed in
+    ring order starting at its owner, ((x_c + x_c+1) + …) + x_c−1. A chunk's head
+    (positions c … n − 1) is added as those inputs arrive; the parts of position i after
+    its own chunk wait for the end (about half of the inputs' size in all)."""
+
+    def __init__(self, n: int, length: int, dtype: np.dtype | type) -> None:
+        if n < 1:
+            raise ValueError("RingSum: at least one input")
+        self.n, self.length = n, length
+        self.bounds = [c * length // n for c in range(n + 1)]
+        self.out = np.empty(length, dtype=dtype)
+        self._tails: list[np.ndarray] = []  # position i's chunks i+1 … n−1
+        self._added = 0
+
+    def add(self, x: np.ndarray) -> None:
+        """The input of the next ring position (read now, not kept)."""
+        i, b = self._added, self.bounds
+        if i == self.n:
+            raise ValueError(f"RingSum: all {self.n} inputs are in")
+        if x.shape != (self.length,) or x.dtype != self.out.dtype:
+            raise ValueError(
+                f"RingSum: input {i} is {x.dtype} {x.shape}, expected "
+                f"{self.out.dtype} ({self.length},)"
+            )
+        out = self.out
+        out[b[i] : b[i + 1]] = x[b[i] : b[i + 1]]  # chunk i starts at its owner
+        np.add(out[: b[i]], x[: b[i]], out=out[: b[i]])  # the heads of chunks 0 … i−1
+        if i + 1 < self.n:
+            self._tails.append(x[b[i + 1] :].copy())
+        self._added += 1
+
+    def result(self) -> np.ndarray:
+        """The sum, once every input is in: each chunk's tail, positions 0 … c − 1 in order."""
+        if self._added != self.n:
+            raise ValueError(f"RingSum: {self._added} of {self.n} inputs are in")
+        out, b = self.out, self.bounds
+        for i, tail in enumerate(self._tails):
+            np.add(out[b[i + 1] :], tail, out=out[b[i + 1] :])
+        self._tails = []
+        return out
+
+
 def plain_ring_sum(rows: np.ndarray) -> np.ndarray:
-    """The sum `RingAllReduce` gives every member, bit for bit: `rows[i]` is the input of
-    ring position i; chunk c is added in ring order starting at position c."""
-    n, m = rows.shape
-    if n == 1:
-        return rows[0].copy()
-    chunk = np.empty(m, dtype=np.int64)
-    for c in range(n):
-        chunk[c * m // n : (c + 1) * m // n] = c
-    cols = np.arange(m, dtype=np.int64)
-    flat = rows.reshape(-1)
-    out = flat[chunk * m + cols]
-    row = chunk.copy()
-    for _ in range(1, n):
-        row += 1
-        row[row == n] = 0
-        out += flat[row * m + cols]
-    return out
+    """`RingSum` of the rows of a matrix: `rows[i]` is the input of ring position i."""
+    summed = RingSum(rows.shape[0], rows.shape[1], rows.dtype)
+    for x in rows:
+        summed.add(x)
+    return summed.result()
 
 
 @dataclass
@@ -335,16 +367,18 @@ class SecurePrep:
                     )
             yield
 
-    def sum(self, data: Mapping[int, np.ndarray]) -> SecureSum:
-        """Finish the preparation, then the SUM: every party's words (`data[p]`), the
-        committee's self masks on theirs, the sum modulo 2^k, the masks removed."""
+    def sum(self, data: Callable[[int], np.ndarray]) -> SecureSum:
+        """Finish the preparation, then the SUM: every party's words (`data(p)`, read at
+        once, so a caller may hand out one reused buffer), the committee's self masks on
+        theirs, the sum modulo 2^k, the masks removed."""
         t0 = time.perf_counter()
         for _ in self._work:
             pass
         t1 = time.perf_counter()
         members, comm, codec, secrets = self.members, self.committee, self.codec, self.secrets
         wd = codec.word_dtype
-        length = data[members[0]].shape[0]
+        dtype = data(members[0]).dtype
+        length = data(members[0]).shape[0]
         words = np.empty(length, dtype=wd)
         acc = np.zeros(length, dtype=wd)
         plain = np.zeros(length, dtype=wd)
@@ -352,7 +386,7 @@ class SecurePrep:
         clipped = {}
         scratch = None
         for p in members:
-            x = np.ascontiguousarray(data[p])
+            x = np.ascontiguousarray(data(p))
             if x.shape != (length,):
                 raise ValueError(f"secure bulk sum: peer {p} has {x.shape}, expected ({length},)")
             work = np.float32 if (x.dtype == np.float32 and codec.bits == 32) else np.float64
@@ -367,7 +401,7 @@ class SecurePrep:
         streamer.apply(acc, 0, (), [secrets[c].self_seed for c in comm])
         if not np.array_equal(acc, plain):
             raise RuntimeError("secure bulk sum: the self masks did not cancel")
-        result = codec.decode(acc, dtype=data[members[0]].dtype)
+        result = codec.decode(acc, dtype=dtype)
         t2 = time.perf_counter()
         degree = max((len(v) for v in self.graph.values()), default=0)
         return SecureSum(
@@ -408,7 +442,7 @@ def secure_ring_sum(
         entropy={p: parties[p].entropy for p in ring},
         long_term=long_term,
     )
-    return prep.sum({p: parties[p].data for p in ring})
+    return prep.sum(lambda p: parties[p].data)
 
 
 def secure_stages(
@@ -434,7 +468,9 @@ __all__ = [
     "Gather",
     "Schedule",
     "SecureParty",
+    "SecurePrep",
     "SecureSum",
+    "RingSum",
     "plain_ring_sum",
     "ring_schedule",
     "secure_ring_sum",
