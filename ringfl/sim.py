@@ -436,9 +436,10 @@ class _Sim:
         prep = self._secure_prep(r, ring, engines) if ring is not None else None
         t0 = time.perf_counter()
         losses, steps = [], {}
+        # parties offline at the round's start do not train
         online = {p: e for p, e in engines.items() if offline_at.get(p, 1.0) > 0}
         background = prep.steps() if prep is not None else None
-        for p, st in self.trainers.train_round(r, online, background).items():  # offline: none
+        for p, st in self.trainers.train_round(r, online, background).items():
             if p < self.n:
                 losses.append(st.loss)
                 steps[p] = st.steps
