@@ -298,33 +298,22 @@ class _Sim:
     def _bulk_setup(self) -> float:
         """The setup sum of counts in bulk (every party is live before round 0)."""
         from ringfl.engine.sums import SETUP_ROUND, setup_clip
-        from ringfl.secure.aggregate import Masking
 
         ring = list(self.order)
         data = {p: self.engines[p].setup_payload() for p in ring}
-        e0 = self.engines[ring[0]]
-        if e0.secure is None:
+        prep = self._secure_prep(
+            SETUP_ROUND,
+            ring,
+            dict(enumerate(self.engines)),
+            self.session,
+            clip=setup_clip(len(ring)),
+        )
+        if prep is None:
             result = bulk.plain_ring_sum(np.stack([data[p] for p in ring]))  # type: ignore[misc]
             stages: list[bulk.Gather | bulk.AllReduce] = [bulk.AllReduce(3, 8)]
         else:
-            # the word size of the party's sums (`SecureSettings.bits`), as `ring_sum` uses
-            masking = Masking(bits=e0.secure.bits, clip=setup_clip(len(ring)))
-            parties = {}
-            for p in ring:
-                sec = self.engines[p].secure
-                assert sec is not None and data[p] is not None
-                parties[p] = bulk.SecureParty(sec.keys, data[p], sec.entropy)  # type: ignore[arg-type]
-            out = bulk.secure_ring_sum(
-                ring,
-                parties,
-                e0.secure.public_keys,
-                session=self.session,
-                round=SETUP_ROUND,
-                masking=masking,
-                long_term=self._long_term,
-            )
-            result = out.result
-            stages = bulk.secure_stages(ring, 3, masking, out.committee)
+            result = prep.sum(data.__getitem__).result  # type: ignore[arg-type]
+            stages = bulk.secure_stages(ring, 3, prep.masking, prep.committee)
         sched = bulk.ring_schedule(self.net, ring, stages)
         for p in ring:
             self.engines[p].finish_setup(result)
@@ -433,7 +422,11 @@ class _Sim:
         # a bulk secure sum's key work does not depend on the training: a backend with
         # workers lets the driver do it while it waits for them
         ring = self._bulk_ring(r, engines) if self.bulk else None
-        prep = self._secure_prep(r, ring, engines) if ring is not None else None
+        prep = (
+            self._secure_prep(r, ring, engines, engines[ring[0]].session)
+            if ring is not None
+            else None
+        )
         t0 = time.perf_counter()
         losses, steps = [], {}
         # parties offline at the round's start do not train
@@ -525,9 +518,16 @@ class _Sim:
         return ring
 
     def _secure_prep(
-        self, r: int, ring: list[int], engines: dict[int, RoundEngine]
+        self,
+        r: int,
+        ring: list[int],
+        engines: dict[int, RoundEngine],
+        session: int,
+        clip: float | None = None,
     ) -> bulk.SecurePrep | None:
-        """The input-independent part of round r's bulk secure sum (None: plain)."""
+        """The input-independent part of the bulk secure sum of round r (`SETUP_ROUND`:
+        the setup sum) over `ring`, with the parties' word size and `clip` (None: theirs).
+        None: the parties sum in the clear."""
         from ringfl.secure.aggregate import Masking
 
         sec0 = engines[ring[0]].secure
@@ -538,9 +538,9 @@ class _Sim:
             ring,
             {p: s.keys for p, s in secure.items() if s is not None},
             sec0.public_keys,
-            session=engines[ring[0]].session,
+            session=session,
             round=r,
-            masking=Masking(bits=sec0.bits, clip=sec0.clip),
+            masking=Masking(bits=sec0.bits, clip=sec0.clip if clip is None else clip),
             entropy={p: s.entropy for p, s in secure.items() if s is not None},
             long_term=self._long_term,
         )

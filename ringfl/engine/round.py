@@ -431,7 +431,7 @@ class RoundEngine:
         without one."""
         x = self._x
         assert x is not None, "round_machine first"
-        members = tuple(self.members)
+        members = self.members
         # a SumOutcome's members are already a tuple of ints (shared by every party)
         c = machine.members
         contributors = c if isinstance(machine, SumOutcome) else tuple(map(int, c))
