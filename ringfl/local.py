@@ -12,6 +12,7 @@ use 1.
 from __future__ import annotations
 
 import math
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import numpy as np
@@ -186,18 +187,34 @@ class LocalTrainer:
 
 def evaluate(model: nn.Module, data: Dataset, batch_size: int = 1000) -> EvalResult:
     """Accuracy and mean cross-entropy of `model` on `data` (eval mode, no grad)."""
-    was_training = model.training
-    model.eval()
+    steps = evaluation_steps(model, data, batch_size)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as finished:
+            result: EvalResult = finished.value
+            return result
+
+
+def evaluation_steps(
+    model: nn.Module, data: Dataset, batch_size: int = 1000
+) -> Generator[None, None, EvalResult]:
+    """`evaluate` one batch at a time: yields after each batch and returns the result
+    (the same bits: the same batches, summed in the same order). No grad and eval mode
+    hold only inside a batch, so a caller may do its own work between the steps."""
     correct, loss_sum = 0, 0.0
     x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
-    try:
-        with torch.no_grad():
-            for start in range(0, len(data), batch_size):
+    for start in range(0, len(data), batch_size):
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
                 out = model(x[start : start + batch_size])
                 yb = y[start : start + batch_size]
                 loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
                 correct += int((out.argmax(dim=1) == yb).sum())
-    finally:
-        model.train(was_training)
+        finally:
+            model.train(was_training)
+        yield
     n = max(len(data), 1)
     return EvalResult(accuracy=correct / n, loss=loss_sum / n, samples=len(data))

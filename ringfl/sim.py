@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ from ringfl.engine.faults import Fault, FaultPlan, resolve
 from ringfl.engine.round import GlobalEval, Handover, RoundEngine, RoundRecord
 from ringfl.engine.workload import AuxWorkload, Workload
 from ringfl.errors import ConfigError
-from ringfl.local import evaluate
+from ringfl.local import evaluate, evaluation_steps
 from ringfl.models import ModelSpec
 from ringfl.sim_clock import Availability, training_s
 from ringfl.transport import bulk
@@ -391,7 +392,12 @@ class _Sim:
                 self.engines[q].join_request(v, incarnation=r + 1)
         return victims
 
-    def round(self, r: int) -> tuple[RunResult, dict[int, RoundRecord], list[float], float]:
+    def round(
+        self, r: int, later: Iterator[None] | None = None
+    ) -> tuple[RunResult, dict[int, RoundRecord], list[float], float]:
+        """Round r. `later`: steps of the driver's work that wait for nothing in this
+        round (the last round's evaluation), done while the backend's workers train, after
+        the secure sum's key work; the caller finishes what is left."""
         for p in self._restarts(r):
             self._joining[p] = self.engines[p]
         self._rejoins(r)
@@ -431,7 +437,9 @@ class _Sim:
         losses, steps = [], {}
         # parties offline at the round's start do not train
         online = {p: e for p, e in engines.items() if offline_at.get(p, 1.0) > 0}
-        background = prep.steps() if prep is not None else None
+        work = [prep.steps()] if prep is not None else []
+        work += [later] if later is not None else []
+        background = itertools.chain(*work) if work else None
         for p, st in self.trainers.train_round(r, online, background).items():
             if p < self.n:
                 losses.append(st.loss)
@@ -777,12 +785,16 @@ def _simulate(
     last_eval: dict[str, Any] = {}
     phases: list[dict[str, Any]] = []
     pending_eval: dict[int, GlobalEval] = {}
+    deferred: Iterator[None] | None = None  # the last evaluation, while the next round trains
     for r in bar:
         if sim.done():
             break
         t0 = time.perf_counter()
-        run, recs, train_losses, compute = sim.round(r)
+        run, recs, train_losses, compute = sim.round(r, deferred)
         t2 = time.perf_counter()
+        for _ in deferred or ():  # what the backend left (inline: all of it)
+            pass
+        deferred = None
         phases.append({"round": r, **sim.phases, "wall_s": t2 - t0})
         compute_total += compute
         comm_total += t2 - t0 - compute
@@ -837,6 +849,9 @@ def _simulate(
                 mean_model_accuracy=evaluate(scratch, test).accuracy,
                 consensus_distance=consensus_distance(flats),
             )
+        elif test is not None and live and isinstance(live[0].workload, SimWorkload):
+            # its model is a copy: evaluated while a backend's workers train the next round
+            deferred = _evaluate_into(row, live[0].workload.model, test, bar, t_start)
         elif test is not None and live:
             ev = evaluate(live[0].workload.model, test)  # type: ignore[attr-defined]
             row.update(accuracy=ev.accuracy, loss=ev.loss)
@@ -845,6 +860,8 @@ def _simulate(
         last_eval = row
         if row["accuracy"] is not None:
             bar.set_postfix(acc=f"{row['accuracy']:.4f}")
+    for _ in deferred or ():
+        pass
     bar.close()
     # with per-party validation data: the ring's secure sum of evaluation counts
     closing = {p: m for p, e in sim._all().items() if (m := e.closing_machine(rounds))}
@@ -898,6 +915,16 @@ def _simulate(
     if out is not None:
         write_outputs(result, Path(out))
     return result
+
+
+def _evaluate_into(
+    row: dict[str, Any], model: Any, test: Any, bar: Any, t_start: float
+) -> Iterator[None]:
+    """Evaluate `model` on `test` a batch at a time (`evaluation_steps`: the same bits as
+    `evaluate`), then fill in the round's metrics `row`."""
+    ev = yield from evaluation_steps(model, test)
+    row.update(accuracy=ev.accuracy, loss=ev.loss, wall_s=time.perf_counter() - t_start)
+    bar.set_postfix(acc=f"{ev.accuracy:.4f}")
 
 
 def _availability(config: Config, names: Sequence[str]) -> Availability | None:

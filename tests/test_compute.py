@@ -3,6 +3,7 @@ worker processes, gives the same bits; worker failures are reported, never waite
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 
@@ -98,6 +99,33 @@ def test_backends_and_worker_counts_give_identical_results(name):
         got = simulate(g, cfg, progress=False, baseline=False, backend=backend)
         assert (got.backend, got.workers) == ("processes", workers)
         assert outcome(got) == want, (name, workers, start)
+
+
+class TrainsThenCatchesUp(Inline):
+    """Inline training that does the driver's background work only after the round's
+    training: the parties' states have moved on by then, as with workers that finish
+    before the driver does."""
+
+    def _execute(self, tasks, starts, background=None):
+        yield from super()._execute(tasks, starts)
+        for _ in background or ():
+            pass
+
+
+def test_a_deferred_evaluation_scores_the_round_it_belongs_to():
+    cfg = config(algorithm={"name": "ring", "secure": False})
+    g = make("ring", 4)
+    # each round's score as the last round of a run that stops there, where no later
+    # training can run before the evaluation
+    want = []
+    for k in range(1, cfg.train.rounds + 1):
+        short = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, rounds=k))
+        r = simulate(g, short, progress=False, baseline=False, backend=Inline())
+        want.append((r.final_accuracy, r.final_loss))
+    assert len(set(want)) == len(want)  # the rounds' scores differ
+    for backend in (Inline(), TrainsThenCatchesUp()):
+        got = simulate(g, cfg, progress=False, baseline=False, backend=backend)
+        assert [(m["accuracy"], m["loss"]) for m in got.metrics] == want
 
 
 def test_ring_parties_share_one_model_between_rounds():

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from ringfl.baselines import centralized, sample_budget, samples_per_round, standalone
 from ringfl.config import TrainConfig
 from ringfl.data import Dataset, load_digits
-from ringfl.local import LocalTrainer, evaluate
+from ringfl.local import LocalTrainer, evaluate, evaluation_steps
 from ringfl.models import build_model
 from ringfl.partition import iid
 
@@ -60,6 +60,25 @@ def test_evaluate_matches_manual(digits):
     y = torch.from_numpy(test.y)
     assert ev.accuracy == pytest.approx(float((out.argmax(1) == y).float().mean()))
     assert ev.loss == pytest.approx(float(F.cross_entropy(out, y)), rel=1e-5)
+
+
+def test_evaluation_steps_give_evaluate_bits_and_leave_the_caller_its_modes(digits):
+    _, test = digits
+    model = build_model("mlp", test.input_shape, 10, 1)
+    want = evaluate(model, test, batch_size=97)
+    steps = evaluation_steps(model, test, batch_size=97)
+    yielded = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as finished:
+            got = finished.value
+            break
+        yielded += 1
+        # between steps the caller's own work runs with its grad mode and training mode
+        assert torch.is_grad_enabled() and model.training
+    assert yielded == -(-len(test) // 97)
+    assert (got.accuracy, got.loss, got.samples) == (want.accuracy, want.loss, want.samples)
 
 
 def test_deterministic_per_peer_and_no_global_rng_use(digits):
