@@ -171,7 +171,8 @@ class LocalTrainer:
             # also queues lazy seeding of every accelerator, with a stack trace each time
             torch.default_generator.manual_seed(_stream_seed(self.seed, self.peer, round_index, 1))
             for idx in self._batches(round_index, total):
-                xb, yb = self._x[idx], self._y[idx]
+                # index_select: the same copy as x[idx], in about half the time
+                xb, yb = self._x.index_select(0, idx), self._y.index_select(0, idx)
                 self.optimizer.zero_grad()
                 loss = F.cross_entropy(model(xb), yb)
                 if anchor is not None:
