@@ -1,3 +1,3 @@
-from ringfl.cli import main
+from ringfl.cli import run
 
-raise SystemExit(main())
+run()

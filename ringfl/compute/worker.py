@@ -15,6 +15,7 @@ local state and momentum into the shared tables, and answers with the small
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 import traceback
@@ -150,4 +151,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    status = main(sys.argv)
+    gc.freeze()  # no final collections over torch's objects (see `ringfl.cli.run`)
+    sys.exit(status)
