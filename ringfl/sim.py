@@ -746,7 +746,7 @@ def _simulate(
             job = TrainJob.of(config, model_spec(config, model), data.parts)
         except ValueError as exc:
             raise ConfigError(f"data: {exc}") from None
-        held = trainers.load(job, data.parts, [p.val for p in data.parties])
+        held = trainers.load(job, data.parts, [p.val for p in data.parties], data.test)
         # the backend may hold the training sets in shared memory: keep only that copy
         data = dataclasses.replace(
             data,
@@ -837,7 +837,10 @@ def _simulate(
         test = None if data is None else data.test
         if test is not None and sim.collective == "neighbours":
             flats = [e.workload.get() for e in live]
-            evs = [evaluate(e.workload.model, test) for e in live]  # type: ignore[attr-defined]
+            if all(isinstance(e.workload, SimWorkload) for e in live):
+                evs = trainers.evaluate([e.peer for e in live])  # shared out to its workers
+            else:
+                evs = [evaluate(e.workload.model, test) for e in live]  # type: ignore[attr-defined]
             if scratch is None:
                 scratch = copy.deepcopy(live[0].workload.model)  # type: ignore[attr-defined]
             mean = np.stack(flats).astype(np.float64).mean(axis=0)

@@ -17,6 +17,7 @@ from ringfl.compute.job import TrainJob
 from ringfl.config import config_from_dict
 from ringfl.data import load_digits
 from ringfl.errors import ConfigError
+from ringfl.local import evaluate
 from ringfl.sim import simulate
 from ringfl.topology import make
 
@@ -228,6 +229,27 @@ def test_workers_start_and_stop_with_the_backend():
         assert all(w.poll() == 0 for w in workers)  # stopped cleanly
     with open_backend(Processes(8), parties=2) as capped:
         assert capped.workers == 2  # never more workers than parties
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_workers_score_the_parties_models_as_the_driver_does(start):
+    train, test = load_digits(seed=0)
+    parts = [train.subset(np.arange(p * 40, (p + 1) * 40)) for p in range(5)]
+    job = TrainJob.of(config(), "mlp", parts)
+    rng = np.random.default_rng(0)
+    with open_backend(Processes(2, start=start), parties=5) as backend:
+        backend.load(job, parts, [None] * 5, test)
+        for p in range(5):  # five different models
+            backend.workload(p).set(rng.standard_normal(backend.store.states[p].shape[0]) * 0.1)
+        order = [4, 0, 2, 1, 3]  # shares of 3 and 2
+        got = backend.evaluate(order)
+        want = [evaluate(backend.store.module(p, scratch=False), test) for p in order]
+        assert len({g.loss for g in got}) == 5
+    # the same parties in the driver alone
+    with open_backend(Inline(), parties=5) as inline:
+        inline.load(job, parts, [None] * 5, test.subset(np.arange(0)))
+        assert inline.evaluate([1])[0].samples == 0
+    assert got == want
 
 
 def test_backend_names():

@@ -24,6 +24,7 @@ from ringfl.compute.store import SimWorkload, StateStore
 from ringfl.data import Dataset
 from ringfl.engine.round import RoundEngine
 from ringfl.engine.workload import LocalStats
+from ringfl.local import EvalResult, evaluate
 
 
 class Backend:
@@ -37,6 +38,7 @@ class Backend:
         self._store: StateStore | None = None
         self.parts: list[Dataset] = []
         self.vals: list[Dataset | None] = []
+        self.test: Dataset | None = None
 
     @property
     def store(self) -> StateStore:
@@ -49,18 +51,23 @@ class Backend:
         return self.store.job
 
     def load(
-        self, job: TrainJob, parts: Sequence[Dataset], vals: Sequence[Dataset | None]
+        self,
+        job: TrainJob,
+        parts: Sequence[Dataset],
+        vals: Sequence[Dataset | None],
+        test: Dataset | None = None,
     ) -> list[Dataset]:
         """Prepare to train the parties of `job` (training data `parts`, validation
-        data `vals`, evaluated in the driver). Returns the training sets as the backend
-        holds them (`processes`: in shared memory), so the caller can drop its own copy."""
+        data `vals`, evaluated in the driver) and to score their models on `test`
+        (`evaluate`). Returns the training sets as the backend holds them (`processes`:
+        in shared memory), so the caller can drop its own copy."""
         if len(parts) != job.num_parties or len(vals) != job.num_parties:
             raise ValueError(
                 f"{job.num_parties} parties in the job, {len(parts)} training and "
                 f"{len(vals)} validation sets"
             )
         self._store = StateStore.create(job)
-        self.parts, self.vals = list(parts), list(vals)
+        self.parts, self.vals, self.test = list(parts), list(vals), test
         self._load()
         return list(self.parts)
 
@@ -109,7 +116,19 @@ class Backend:
             store.accept(result, round_index, local)
         return {p: e.train(round_index) for p, e in engines.items()}
 
+    def evaluate(self, peers: Sequence[int]) -> list[EvalResult]:
+        """Each party's current model scored on the test set given to `load`, in the order
+        of `peers`: the same bits as `evaluate(workload.model, test)`. Where the backend
+        has workers, they share the parties out."""
+        if self.test is None:
+            raise RuntimeError(f"{self.name} backend: no test set was loaded")
+        return self._evaluate(list(peers), self.test)
+
     # -- what a backend implements ------------------------------------------------------------
+
+    def _evaluate(self, peers: list[int], test: Dataset) -> list[EvalResult]:
+        """`evaluate`; by default here in the driver, one party after another."""
+        return [evaluate(self.store.module(p, scratch=False), test) for p in peers]
 
     def _load(self) -> None:
         """Ship the job and the parties' data to where training runs."""

@@ -24,7 +24,7 @@ from ringfl.config import Config, TrainConfig
 from ringfl.data import Dataset
 from ringfl.engine.workload import LocalStats
 from ringfl.flat import FlatSpec, flatten, unflatten
-from ringfl.local import LocalTrainer
+from ringfl.local import EvalResult, LocalTrainer, evaluate
 from ringfl.models import ModelSpec, build_model
 
 #: dtypes of the model state that `get_flat` carries; other entries (integer buffers such
@@ -185,6 +185,21 @@ class Trainer:
         return TaskResult(
             task.peer, LocalStats(loss=s.loss, steps=s.steps, samples=s.samples), has, extras
         )
+
+    def evaluate(
+        self, peer: int, state: np.ndarray, extras: dict[str, np.ndarray] | None, data: Dataset
+    ) -> EvalResult:
+        """Party `peer`'s model with `state` (and its integer buffers `extras`) scored on
+        `data`: the same bits as `evaluate` of a fresh model holding that state."""
+        m = self.model(self.job.classes[peer])
+        if state.shape[0] != m.size:
+            raise ValueError(f"peer {peer}: state has {state.shape[0]} floats, model {m.size}")
+        set_flat(m.module, state)
+        if extras:
+            module_state = m.module.state_dict()
+            for k, v in extras.items():
+                module_state[k].copy_(torch.from_numpy(np.array(v)))
+        return evaluate(m.module, data)
 
 
 __all__ = ["FLOATS", "TaskResult", "TrainJob", "TrainTask", "Trainer"]

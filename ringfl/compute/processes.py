@@ -42,6 +42,7 @@ from ringfl.compute.job import TaskResult, Trainer, TrainTask
 from ringfl.compute.shm import SharedTable
 from ringfl.data import Dataset
 from ringfl.errors import ConfigError
+from ringfl.local import EvalResult
 
 #: The most tasks sent to a worker in one message.
 MAX_BATCH = 16
@@ -103,7 +104,7 @@ class _Worker:
             for w in siblings:  # so each sibling sees the driver go when it goes
                 w.conn.close()
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
-            forked(Connection(theirs.detach()), backend.job, backend.parts, tables)
+            forked(Connection(theirs.detach()), backend.job, backend.parts, tables, backend.test)
         theirs.close()
         return _Worker(index, Connection(ours.detach()), pid, None)
 
@@ -216,12 +217,19 @@ class ProcessBackend(Backend):
             t["y"].array[a:b] = d.y
             held.append(Dataset(t["x"].array[a:b], t["y"].array[a:b], d.num_classes, d.name))
         self.parts = held  # the driver's view of the shared copy
+        test = self.test
+        if test is not None and len(test):
+            t["tx"] = SharedTable(test.x.shape, test.x.dtype, "tx")
+            t["ty"] = SharedTable(test.y.shape, test.y.dtype, "ty")
+            t["tx"].array[...] = test.x
+            t["ty"].array[...] = test.y
         message = JobMessage(
             job=job,
             tables={name: table.spec for name, table in t.items()},
             offsets=[int(o) for o in offsets],
             classes=list(job.classes),
             names=[d.name for d in parts],
+            test=None if test is None or not len(test) else (test.num_classes, test.name),
         )
         blob = cloudpickle.dumps(message)
         for w in self._pool:
@@ -296,6 +304,39 @@ class ProcessBackend(Backend):
         outs = self._tables["outs"].array
         for task in tasks:
             yield done[task.peer], outs[task.peer, : task.length]
+
+    def _evaluate(self, peers: list[int], test: Dataset) -> list[EvalResult]:
+        if len(test) == 0:  # nothing to share out (and no empty shared table to map)
+            return super()._evaluate(peers, test)
+        # the states go into the start table (free between rounds), a share per worker
+        store = self.store
+        table = self._tables["starts"].array
+        items = []
+        for k, p in enumerate(peers):
+            s = store.states[p]
+            table[k, : s.shape[0]] = s
+            items.append((k, p, int(s.shape[0]), store.extras[p] or None))
+        pool = self._pool
+        share = -(-len(items) // len(pool)) if items else 0
+        asked = []
+        for i, w in enumerate(pool):
+            mine = items[i * share : (i + 1) * share]
+            if not mine:
+                continue
+            try:
+                w.conn.send(("eval", mine))
+            except (BrokenPipeError, ConnectionResetError):
+                raise w.gone(f"scoring peer {mine[0][1]}") from None
+            asked.append(w)
+        results: list[EvalResult] = []
+        for w in asked:  # in order: worker i scored the i-th share
+            reply = self._recv(w, "scoring models")
+            if reply[0] == "error":
+                raise RuntimeError(
+                    f"peer {reply[1]}: evaluation failed in a worker process:\n{reply[2]}"
+                )
+            results.extend(reply[1])
+        return results
 
     def close(self) -> None:
         if self._closed:

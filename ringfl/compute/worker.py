@@ -43,6 +43,7 @@ class JobMessage:
     offsets: list[int]
     classes: list[int]
     names: list[str]
+    test: tuple[int, str] | None = None  # the test set's (classes, name): tables tx, ty
 
 
 def serve(conn: Connection) -> int:
@@ -78,8 +79,13 @@ def serve(conn: Connection) -> int:
         Dataset(x[o[p] : o[p + 1]], y[o[p] : o[p + 1]], msg.classes[p], msg.names[p])
         for p in range(len(msg.classes))
     ]
+    test = None
+    if msg.test is not None:
+        test = Dataset(tables["tx"], tables["ty"], msg.test[0], msg.test[1])
     trainer = Trainer(msg.job)  # type: ignore[arg-type]
-    return train_loop(conn, trainer, parts, tables["starts"], tables["outs"], tables.get("moments"))
+    return train_loop(
+        conn, trainer, parts, tables["starts"], tables["outs"], tables.get("moments"), test
+    )
 
 
 def train_loop(
@@ -89,8 +95,10 @@ def train_loop(
     starts: np.ndarray,
     outs: np.ndarray,
     moments: np.ndarray | None,
+    test: Dataset | None = None,
 ) -> int:
-    """Say ready, then train batches of tasks until told to stop (or the driver goes)."""
+    """Say ready, then train batches of tasks (or score models on `test`) until told to
+    stop (or the driver goes)."""
     conn.send(("ready", os.getpid()))
     while True:
         try:
@@ -99,6 +107,18 @@ def train_loop(
             return 0
         if request[0] == "stop":
             return 0
+        if request[0] == "eval":  # (row of the start table, peer, length, extras) each
+            scores = []
+            for k, p, length, extras in request[1]:
+                try:
+                    assert test is not None, "no test set in this worker"
+                    scores.append(trainer.evaluate(p, starts[k, :length], extras, test))
+                except Exception:
+                    conn.send(("error", p, traceback.format_exc()))
+                    break
+            else:
+                conn.send(("evals", scores))
+            continue
         results = []
         for task in request[1]:
             p = task.peer
@@ -114,10 +134,14 @@ def train_loop(
 
 
 def forked(
-    conn: Connection, job: TrainJob, parts: Sequence[Dataset], tables: dict[str, np.ndarray]
+    conn: Connection,
+    job: TrainJob,
+    parts: Sequence[Dataset],
+    tables: dict[str, np.ndarray],
+    test: Dataset | None,
 ) -> None:
     """The body of a worker forked from the driver (never returns): it inherited the job,
-    the parties' data and the shared tables with the driver's memory."""
+    the parties' data, the test set and the shared tables with the driver's memory."""
     code = 1
     try:
         import torch
@@ -125,7 +149,7 @@ def forked(
         torch.set_num_threads(1)  # this process's setting, at its entry point
         trainer = Trainer(job)
         code = train_loop(
-            conn, trainer, parts, tables["starts"], tables["outs"], tables.get("moments")
+            conn, trainer, parts, tables["starts"], tables["outs"], tables.get("moments"), test
         )
     except BaseException:
         traceback.print_exc()
