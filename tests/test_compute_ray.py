@@ -25,8 +25,10 @@ def local_ray():
         ray.shutdown()
 
 
-def test_ray_backend_gives_the_inline_numbers(local_ray):
-    cfg, kind, n = CASES["secure-ring-restart"]  # momentum, a crash and a fresh restart
+# secure ring: momentum, a crash and a fresh restart; gossip: every party's model scored
+@pytest.mark.parametrize("name", ["secure-ring-restart", "gossip-torus"])
+def test_ray_backend_gives_the_inline_numbers(local_ray, name):
+    cfg, kind, n = CASES[name]
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # Ray tasks train with one thread: so does inline here
     try:

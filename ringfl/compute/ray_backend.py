@@ -2,9 +2,10 @@
 scheduler on a cluster (or a local Ray instance) with the resources asked per party
 (`num_cpus`, `num_gpus`). The driver keeps the protocol, the network and the clock.
 
-Data paths: the job and each party's data are put into Ray's object store once; each
-round puts the distinct start states (one in ring mode) and passes each party's
-momentum buffers; a task returns the party's local state and momentum. Ray moves these
+Data paths: the job, each party's data and the test set are put into Ray's object store
+once; each round puts the distinct start states (one in ring mode) and passes each
+party's momentum buffers; a task returns the party's local state and momentum. Scoring
+the parties' models (`evaluate`, every round of a gossip run) is a Ray task per model. Ray moves these
 between machines with its own serialisation: use a cluster you control (docs/training.md).
 Tasks train with one torch thread (results are bit-identical to `inline` at one thread);
 `num_cpus` is what Ray reserves for a task.
@@ -21,6 +22,7 @@ from ringfl.compute.base import Backend
 from ringfl.compute.job import TaskResult, Trainer, TrainJob, TrainTask
 from ringfl.data import Dataset
 from ringfl.errors import ConfigError
+from ringfl.local import EvalResult
 
 
 def train_task(
@@ -48,6 +50,22 @@ def train_task(
         mom = np.zeros(size, np.float32) if momentum is None else np.array(momentum)
     result = trainer.run(task, np.asarray(start), d, out, mom)
     return result, out, (mom if result.momentum else None)
+
+
+def evaluate_task(
+    job: TrainJob,
+    test: tuple[np.ndarray, np.ndarray, int, str],
+    peer: int,
+    state: np.ndarray,
+    extras: dict[str, np.ndarray] | None,
+) -> EvalResult:
+    """One party's model scored on the test set in a Ray worker."""
+    import torch
+
+    torch.set_num_threads(1)
+    x, y, classes, name = test
+    d = Dataset(np.array(x), np.array(y), classes, name)  # writable, as in `train_task`
+    return Trainer(job).evaluate(peer, np.asarray(state), extras, d)
 
 
 class RayBackend(Backend):
@@ -79,6 +97,7 @@ class RayBackend(Backend):
         resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
         self.workers = max(1, int(resources.get("CPU", 1) // max(num_cpus, 1e-9)))
         self._remote = ray.remote(train_task).options(num_cpus=num_cpus, num_gpus=num_gpus)
+        self._score = ray.remote(evaluate_task).options(num_cpus=num_cpus, num_gpus=num_gpus)
         self._moments: list[np.ndarray | None] = []
 
     def _load(self) -> None:
@@ -86,6 +105,8 @@ class RayBackend(Backend):
         self._job_ref = ray.put(self.job)
         self._data_refs = [ray.put((d.x, d.y, d.num_classes, d.name)) for d in self.parts]
         self._moments = [None] * self.job.num_parties
+        t = self.test
+        self._test_ref = None if t is None else ray.put((t.x, t.y, t.num_classes, t.name))
 
     def _reset(self, peer: int) -> None:
         if self._moments:
@@ -114,6 +135,15 @@ class RayBackend(Backend):
         for t, (result, local, mom) in zip(tasks, ray.get(futures), strict=True):
             self._moments[t.peer] = mom
             yield result, local
+
+    def _evaluate(self, peers: list[int], test: Dataset) -> list[EvalResult]:
+        store, test_ref = self.store, self._test_ref
+        assert test_ref is not None  # `load` put the test set
+        futures = [
+            self._score.remote(self._job_ref, test_ref, p, store.states[p], store.extras[p] or None)
+            for p in peers
+        ]
+        return list(self.ray.get(futures))
 
     def close(self) -> None:
         if self._owns and self.ray.is_initialized():
