@@ -2,9 +2,10 @@
 (`StateStore`), hand the round engine a `SimWorkload` per party, and run a round's local
 training (`train_round`) — where, is the backend's business (`_execute`).
 
-    backend.load(job, parts, vals)          # once, before the first round
+    backend.load(job, parts, vals, test)    # once, before the first round
     engine = make_engine(..., backend.workload(p), ...)   # p's (new) incarnation
     stats = backend.train_round(r, engines) # every live party's local work of round r
+    scores = backend.evaluate(peers)        # their models on the test set (gossip)
     backend.close()
 
 The protocol, the network and the virtual clock stay in the driver: only local training
