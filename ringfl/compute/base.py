@@ -9,8 +9,9 @@ training (`train_round`) — where, is the backend's business (`_execute`).
     backend.close()
 
 The protocol, the network and the virtual clock stay in the driver: only local training
-moves. Results are the same bits on every backend and worker count (each task reads only
-its party's start state, data, momentum and integer buffers, and writes only its own).
+and the scoring of models move. Results are the same bits on every backend and worker
+count (each task reads only its party's start state, data, momentum and integer buffers,
+and writes only its own).
 """
 
 from __future__ import annotations
