@@ -166,27 +166,19 @@ class _Ring:
         sizes = np.full((n, k_max), -1, dtype=np.int64)
         for c, ss in enumerate(segs):
             sizes[c, : len(ss)] = [(b - a) * stage.itemsize for a, b in ss]
-        pos = np.arange(n)
-        if k_max == 1 and bool((sizes >= 0).all()):  # one segment per chunk, none empty
-            one = sizes[:, 0]
-            last: np.ndarray | None = None
-            for s in range(2 * (n - 1)):
-                # position r sends chunk (r − shift) mod n: the chunk sizes rotated
-                shift = s if s < n - 1 else s - n
-                ready = self.enter if last is None else np.maximum(last, self.enter)
-                last = self._send_all(ready, np.roll(one, shift))
-            assert last is not None
-            self.enter = last
-            return
+        everyone = (sizes >= 0).all(axis=0)  # segment k: does every chunk have one?
         prev: np.ndarray | None = None
         for s in range(2 * (n - 1)):
-            chunk = (pos - s) % n if s < n - 1 else (pos + 1 - (s - (n - 1))) % n
-            size = sizes[chunk]
+            # position r sends chunk (r − shift) mod n: the chunks' sizes rotated
+            size = np.roll(sizes, s if s < n - 1 else s - n, axis=0)
             new = np.empty((n, k_max))
             for k in range(k_max):
-                valid = size[:, k] >= 0
                 ready = self.enter if prev is None else np.maximum(prev[:, k], self.enter)
-                new[:, k] = self.send(ready, np.maximum(size[:, k], 0), valid)
+                if everyone[k]:
+                    new[:, k] = self._send_all(ready, size[:, k])
+                else:
+                    valid = size[:, k] >= 0
+                    new[:, k] = self.send(ready, np.maximum(size[:, k], 0), valid)
             prev = new
         assert prev is not None
         self.enter = prev.max(axis=1)
