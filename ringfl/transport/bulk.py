@@ -166,7 +166,7 @@ class _Ring:
         sizes = np.full((n, k_max), -1, dtype=np.int64)
         for c, ss in enumerate(segs):
             sizes[c, : len(ss)] = [(b - a) * stage.itemsize for a, b in ss]
-        everyone = [bool(v) for v in (sizes >= 0).all(axis=0)]  # does every chunk have segment k?
+        everyone = np.all(sizes >= 0, axis=0).tolist()  # does every chunk have segment k?
         prev: np.ndarray | None = None
         for s in range(2 * (n - 1)):
             # position r sends chunk (r − shift) mod n: the chunks' sizes rotated
