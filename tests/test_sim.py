@@ -238,3 +238,21 @@ def test_parties_that_disagree_on_the_classes_are_told_at_setup(tmp_path):
     raw["data"]["num_classes"] = 10
     r = simulate(make("ring", 3), config_from_dict(raw, base_dir=tmp_path), progress=False)
     assert r.data.num_classes == 10 and len({w.state_hash() for w in r.learners}) == 1
+
+
+def test_ring_records_must_agree_on_the_membership():
+    from ringfl.engine.round import RoundRecord
+    from ringfl.sim import _agreed
+
+    shared = (0, 1, 2)
+
+    def rec(contributors, admitted=()):
+        return RoundRecord(3, (0, 1, 2), contributors, (), admitted, 0.5)
+
+    same = {p: rec(shared) for p in range(3)}  # one tuple for all, as bulk rounds give
+    assert _agreed(same, "ring", 3) is same[0]
+    equal = {0: rec((0, 1, 2)), 1: rec(tuple([0, 1, 2])), 2: rec((0, 1, 2))}
+    assert _agreed(equal, "ring", 3) is equal[0]
+    for odd in (rec((0, 1)), rec(shared, admitted=(3,))):
+        with pytest.raises(RuntimeError, match="round 3: parties disagree"):
+            _agreed({0: rec(shared), 1: odd, 2: rec(shared)}, "ring", 3)

@@ -137,6 +137,8 @@ class Membership:
 
     def majority_problem(self) -> str | None:
         """Why this peer must stop (it reaches only a minority), or None."""
+        if not self.gone and has_majority(len(self.members), self.n_peers):
+            return None  # the usual round: no list of N members per party
         live = self.live()
         if has_majority(len(live), self.n_peers):
             return None
@@ -191,8 +193,9 @@ class Membership:
     ) -> tuple[list[int], list[int]]:
         """The sum of `round_index` is in: returns (dropped, admitted) and moves on to the
         next round's members."""
-        if not admitted and tuple(contributors) == self.members:
-            # the usual round (compared in C): every member contributed, nobody joins
+        if not admitted and (contributors is self.members or tuple(contributors) == self.members):
+            # the usual round: every member contributed, nobody joins (bulk rounds hand
+            # every party the members tuple itself: no N-long comparison per party)
             self.round = round_index + 1
             return [], []
         keep = set(contributors)  # a set: N members against N contributors is O(N), not O(N²)

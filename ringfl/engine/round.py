@@ -443,7 +443,7 @@ class RoundEngine:
             total, admitted = split_flags(body, self._candidates)
             if round_index > 0 and round_index % self.eval_every == 0:
                 evaluation = self._global_eval(round_index - 1, slot)
-        if contributors == members:  # the usual round (compared in C): nobody failed
+        if contributors is members or contributors == members:  # the usual round
             failures: tuple[int, ...] = ()
         else:
             summed = set(contributors)
