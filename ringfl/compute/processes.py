@@ -335,6 +335,8 @@ class ProcessBackend(Backend):
                 raise RuntimeError(
                     f"peer {reply[1]}: evaluation failed in a worker process:\n{reply[2]}"
                 )
+            if reply[0] != "evals":
+                raise RuntimeError(f"processes backend: worker {w.index} answered {reply[0]!r}")
             results.extend(reply[1])
         return results
 
