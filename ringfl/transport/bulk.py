@@ -167,10 +167,12 @@ class _Ring:
         for c, ss in enumerate(segs):
             sizes[c, : len(ss)] = [(b - a) * stage.itemsize for a, b in ss]
         everyone = np.all(sizes >= 0, axis=0).tolist()  # does every chunk have segment k?
+        twice = np.concatenate([sizes, sizes])  # rotations of `sizes` are views into it
         prev: np.ndarray | None = None
         for s in range(2 * (n - 1)):
-            # position r sends chunk (r − shift) mod n: the chunks' sizes rotated
-            size = np.roll(sizes, s if s < n - 1 else s - n, axis=0)
+            # position r sends chunk (r − shift) mod n: the chunks' sizes rotated by shift
+            shift = (s if s < n - 1 else s - n) % n
+            size = twice[n - shift : 2 * n - shift]
             new = np.empty((n, k_max))
             for k in range(k_max):
                 ready = self.enter if prev is None else np.maximum(prev[:, k], self.enter)
