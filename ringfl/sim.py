@@ -44,12 +44,14 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
+from torch import nn
 
 from ringfl.algorithms import REGISTRY, masks, set_flat
 from ringfl.baselines import BaselineResult, centralized, sample_budget
 from ringfl.collective.events import Machine
 from ringfl.compute import Backend, BackendSpec, SimWorkload, TrainJob, open_backend
 from ringfl.config import Config
+from ringfl.data import Dataset
 from ringfl.data.parties import PeerData, prepare_data, summarize_parts
 from ringfl.engine.build import make_engine, model_spec, ring_of, session_id
 from ringfl.engine.failure import AdaptiveDeadline, DeadlinePolicy
@@ -924,10 +926,11 @@ def _simulate(
 
 
 def _evaluate_into(
-    row: dict[str, Any], model: Any, test: Any, bar: Any, t_start: float
+    row: dict[str, Any], model: nn.Module, test: Dataset, bar: Any, t_start: float
 ) -> Iterator[None]:
     """Evaluate `model` on `test` a batch at a time (`evaluation_steps`: the same bits as
-    `evaluate`), then fill in the round's metrics `row`."""
+    `evaluate`), then fill in the round's metrics `row` (`wall_s`: seconds since
+    `t_start`) and the progress bar."""
     ev = yield from evaluation_steps(model, test)
     row.update(accuracy=ev.accuracy, loss=ev.loss, wall_s=time.perf_counter() - t_start)
     bar.set_postfix(acc=f"{ev.accuracy:.4f}")
