@@ -168,22 +168,21 @@ class _Ring:
             sizes[c, : len(ss)] = [(b - a) * stage.itemsize for a, b in ss]
         everyone = np.all(sizes >= 0, axis=0).tolist()  # does every chunk have segment k?
         twice = np.concatenate([sizes, sizes])  # rotations of `sizes` are views into it
-        prev: np.ndarray | None = None
+        prev: list[np.ndarray] = []  # per segment: when each position got it
         for s in range(2 * (n - 1)):
             # position r sends chunk (r − shift) mod n: the chunks' sizes rotated by shift
             shift = (s if s < n - 1 else s - n) % n
             size = twice[n - shift : 2 * n - shift]
-            new = np.empty((n, k_max))
+            new = []
             for k in range(k_max):
-                ready = self.enter if prev is None else np.maximum(prev[:, k], self.enter)
+                ready = np.maximum(prev[k], self.enter) if prev else self.enter
                 if everyone[k]:
-                    new[:, k] = self._send_all(ready, size[:, k])
+                    new.append(self._send_all(ready, size[:, k]))
                 else:
                     valid = size[:, k] >= 0
-                    new[:, k] = self.send(ready, np.maximum(size[:, k], 0), valid)
+                    new.append(self.send(ready, np.maximum(size[:, k], 0), valid))
             prev = new
-        assert prev is not None
-        self.enter = prev.max(axis=1)
+        self.enter = prev[0] if k_max == 1 else np.maximum.reduce(prev)
 
 
 def ring_schedule(
