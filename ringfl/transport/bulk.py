@@ -148,11 +148,12 @@ class _Ring:
         if n == 1:
             return
         blob = np.asarray(stage.blob_bytes, dtype=np.int64)
+        twice = np.concatenate([blob, blob])  # rotations of `blob` are views into it
         prev = None
         for s in range(n - 1):
-            size = np.roll(blob, s)  # position r forwards the blob of position r − s
+            size = twice[n - s : 2 * n - s]  # position r forwards the blob of position r − s
             ready = self.enter if prev is None else np.maximum(prev, self.enter)
-            prev = self.send(ready, size)
+            prev = self._send_all(ready, size)
         assert prev is not None
         self.enter = prev
 
