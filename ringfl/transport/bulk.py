@@ -106,11 +106,10 @@ class _Ring:
         self.bytes = np.zeros(n, dtype=np.int64)
         self.messages = np.zeros(n, dtype=np.int64)
 
-    def send(self, ready: np.ndarray, size: np.ndarray, valid: np.ndarray | None = None):
+    def send(self, ready: np.ndarray, size: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Every position r with `valid[r]` sends `size[r]` payload bytes once it is
-        `ready`; returns the arrival times indexed by the receiving position."""
-        if valid is None:
-            return self._send_all(ready, size)
+        `ready`; returns the arrival times indexed by the receiving position (−inf where
+        nothing arrives). `_send_all` when every position sends."""
         start = np.maximum(ready, self.nic)
         end = start + (size + HEADER_SIZE) * self.f_over_bw
         arrive = end + self.lat
