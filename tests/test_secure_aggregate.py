@@ -27,7 +27,6 @@ from ringfl.secure.aggregate import (
     pack_step,
     unpack_step,
 )
-from ringfl.secure.graph import masking_graph
 from ringfl.secure.keys import PeerKeys
 from ringfl.secure.prg import expand
 from ringfl.transport.memory import Crash, Inject, MemoryNetwork
@@ -234,14 +233,7 @@ def _neighbour_attack(n, m, seed, masking, *, colluders_of):
     res, msgs = capture_run(machines)
     members = check_result(res, machines, xs, ring)
     victim = ring[2]
-    graph = masking_graph(
-        members,
-        session=SESSION,
-        round=ROUND,
-        attempt=0,
-        degree=masking.degree,
-        complete_up_to=masking.complete_up_to,
-    )
+    graph = masking.graph(members, session=SESSION, round=ROUND, attempt=0)
     colluders = colluders_of(ring, victim, graph)
     succ = ring[(ring.index(victim) + 1) % n]
     assert succ in colluders

@@ -13,7 +13,6 @@ import pytest
 from secure_attack import ROUND, SESSION, Run, attack, leaks_in, run, schedules
 
 from ringfl.secure.aggregate import Masking
-from ringfl.secure.graph import masking_graph
 
 
 def _check_schedules(n: int, seed: int, peers=None) -> int:
@@ -39,14 +38,7 @@ def test_no_coalition_unmasks_anyone_in_a_ring_of_eight() -> None:
 
 
 def _mask_neighbour_coalition(r: Run, victim: int, masking: Masking) -> tuple[int, ...]:
-    graph = masking_graph(
-        r.ring,
-        session=SESSION,
-        round=ROUND,
-        attempt=0,
-        degree=masking.degree,
-        complete_up_to=masking.complete_up_to,
-    )
+    graph = masking.graph(r.ring, session=SESSION, round=ROUND, attempt=0)
     succ = r.ring[(r.ring.index(victim) + 1) % len(r.ring)]
     return tuple(sorted(graph[victim] | {succ}))
 

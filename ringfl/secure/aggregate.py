@@ -150,6 +150,20 @@ class Masking:
         )
         return FixedPoint(n_peers, f, self.clip, self.bits)
 
+    def graph(
+        self, members: Sequence[int], *, session: int, round: int, attempt: int
+    ) -> dict[int, frozenset[int]]:
+        """The masking graph of an attempt over `members` with these settings."""
+        return masking_graph(
+            members,
+            session=session,
+            round=round,
+            attempt=attempt,
+            degree=self.degree,
+            complete_up_to=self.complete_up_to,
+            collusion=self.collusion,
+        )
+
     def threshold_for(self, n_peers: int) -> int:
         t = shamir.default_threshold(n_peers) if self.threshold is None else self.threshold
         return shamir.check_threshold(t, n_peers)
@@ -594,15 +608,7 @@ class SecureRingAllReduce:
         self._start_gather(SHARES, members, np.frombuffer(own, dtype=np.uint8), out)
 
     def _graph(self, attempt: int, members: list[int]) -> dict[int, frozenset[int]]:
-        return masking_graph(
-            members,
-            session=self.session,
-            round=self.round,
-            attempt=attempt,
-            degree=self.masking.degree,
-            complete_up_to=self.masking.complete_up_to,
-            collusion=self.masking.collusion,
-        )
+        return self.masking.graph(members, session=self.session, round=self.round, attempt=attempt)
 
     def _share_blob_bytes(self, origin: int) -> int:
         """Length of `origin`'s SHARES blob: its ephemeral public key, plus its sealed

@@ -42,7 +42,6 @@ import numpy as np
 from ringfl.collective.base import segment_elements, split
 from ringfl.secure import shamir
 from ringfl.secure.aggregate import Masking, committee
-from ringfl.secure.graph import masking_graph
 from ringfl.secure.keys import KEY_BYTES, PeerKeys, decode_public_key
 from ringfl.secure.prg import MaskStreamer
 from ringfl.secure.shares import AttemptSecrets, LongTermKeys
@@ -309,15 +308,7 @@ class SecurePrep:
         self.session, self.round, self.masking = session, round, masking
         self.codec = masking.codec(len(self.members))
         self.threshold = masking.threshold_for(len(self.members))
-        self.graph = masking_graph(
-            self.members,
-            session=session,
-            round=round,
-            attempt=0,
-            degree=masking.degree,
-            complete_up_to=masking.complete_up_to,
-            collusion=masking.collusion,
-        )
+        self.graph = masking.graph(self.members, session=session, round=round, attempt=0)
         self.committee = committee(
             self.members, self.graph, self.threshold, session=session, round=round, attempt=0
         )
@@ -396,8 +387,8 @@ class SecurePrep:
         t1 = time.perf_counter()
         members, comm, codec, secrets = self.members, self.committee, self.codec, self.secrets
         wd = codec.word_dtype
-        dtype = data(members[0]).dtype
-        length = data(members[0]).shape[0]
+        first = data(members[0])  # its shape and dtype; its words are read in turn below
+        dtype, length = first.dtype, first.shape[0]
         words = np.empty(length, dtype=wd)
         acc = np.zeros(length, dtype=wd)
         plain = np.zeros(length, dtype=wd)
