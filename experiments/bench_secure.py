@@ -10,9 +10,18 @@ size the peers run, repetition by repetition and alternating the order, a plain 
 `RingAllReduce` and a `SecureRingAllReduce` (k = 32, default masking: complete graph for
 N ≤ 8, t = ⌊N/2⌋+1) of the same float32 deltas (std 0.01), each started by a barrier. A
 repetition's time is its slowest peer's, from building the machine (key agreement,
-Shamir sharing) to its result; the table shows medians. The first repetition of each
-cell is checked: the secure sum bit for bit against the fixed-point reference, its
-average against the float64 average (relative error), the plain sum against numpy.
+Shamir sharing) to its result; the table shows medians. The plain sum writes into a
+warm preallocated buffer (as in bench_allreduce.py). The first repetition of each cell is
+checked: the secure sum bit for bit against the fixed-point reference, its average
+against the float64 average (relative error), the plain sum against numpy.
+
+The protocol's floor: after the repetitions every peer does, all at once, the local work
+that no implementation of this protocol can skip (`floor_work`: encode, its k pairwise
+masks and its self mask if on the committee, the committee's |C| self masks off the whole
+sum, decode) with the machine's own primitives. "floor ratio" = (plain CPU + floor) ÷
+plain CPU per peer: the secure ÷ plain ratio that a secure sum would reach if its
+messages, key agreement and Shamir sharing cost nothing (on two cores shared by N peers
+the wall time follows the CPU).
 
     python experiments/bench_secure.py                 # N ∈ {3,4,8} × 1e5,1e6,1e7 (a secure sum needs ≥ 3 peers)
     python experiments/bench_secure.py --quick         # N ∈ {3,4} × 1e5,1e6, 3 reps
@@ -142,6 +151,47 @@ def compute_costs() -> list[dict]:
 # -- part 2: ZeroMQ -----------------------------------------------------------------------
 
 
+def floor_work(peer: int, n: int, x) -> float:
+    """CPU seconds of the local work that this protocol cannot skip at `peer`, done with
+    the machine's own primitives in its own order: encode x segment by segment, add the
+    peer's k pairwise masks (and its self mask when it sits on the committee), then remove
+    the committee's |C| self masks from the whole sum and decode it. No message, no key
+    agreement, no Shamir sharing: what is left of the secure sum's cost when the network
+    is free. (Subtracting a mask costs what adding one does, so all are added here.)"""
+    import numpy as np
+
+    from ringfl.collective.base import segment_elements
+    from ringfl.secure.aggregate import Masking, committee
+    from ringfl.secure.fixedpoint import CHUNK_ELEMENTS
+    from ringfl.secure.prg import MaskStreamer
+
+    masking = Masking()
+    members = list(range(n))
+    graph = masking.graph(members, session=SESSION, round=0, attempt=0)
+    comm = committee(members, graph, masking.threshold_for(n), session=SESSION, round=0, attempt=0)
+    own = [os.urandom(32) for _ in range(len(graph[peer]) + (peer in comm))]
+    unmask = [os.urandom(32) for _ in comm]
+    codec = masking.codec(n)
+    m = x.shape[0]
+    words = np.empty(m, dtype=codec.word_dtype)
+    out = np.empty(m, dtype=x.dtype)
+    scratch = np.empty(min(m, CHUNK_ELEMENTS), dtype=np.float32)
+    streamer = MaskStreamer()
+    seg = segment_elements(masking.segment_bytes, codec.word_dtype)
+    words.fill(0)  # first touch outside the timing: the machine reuses warm buffers
+    out.fill(0)
+    c0 = time.process_time()
+    for a in range(0, m, seg):
+        b = min(m, a + seg)
+        codec.encode_into(x[a:b], words[a:b], scratch)
+        streamer.apply(words[a:b], a, own)
+    for a in range(0, m, CHUNK_ELEMENTS):
+        b = min(m, a + CHUNK_ELEMENTS)
+        streamer.apply(words[a:b], a, unmask)
+        codec.decode(words[a:b], out=out[a:b])
+    return time.process_time() - c0
+
+
 def worker(peer, n, sizes, barrier, conn):
     """One peer process. Binds a port the OS picks, reports it, learns the others';
     then ("run", kind, m, round, check) → (seconds, bytes, cpu, extra)."""
@@ -161,6 +211,10 @@ def worker(peer, n, sizes, barrier, conn):
         keys = _keys(peer)
         pubs = {p: _keys(p).public_bytes for p in range(n)}
         data = {m: _delta(peer, m) for m in sizes}
+        # the plain sum writes into a warm buffer, as bench_allreduce.py's does: a fresh
+        # 10^7-element result costs page faults (THP compaction) that swung the plain
+        # side's CPU per peer by 3× between runs
+        warm = {m: np.zeros(m, dtype=np.float32) for m in sizes}
         ring = list(range(n))
         conn.send(("ready",))
         while True:
@@ -171,12 +225,16 @@ def worker(peer, n, sizes, barrier, conn):
                 ctx.term()
                 conn.send(("bye",))
                 return
+            if cmd[0] == "floor":
+                barrier.wait(300)
+                conn.send(("floor", floor_work(peer, n, data[cmd[1]])))
+                continue
             _, kind, m, rnd, check = cmd
             barrier.wait(300)
             c0 = time.process_time()
             t0 = time.perf_counter()
             if kind == "plain":
-                mach = RingAllReduce(peer, ring, data[m], session=SESSION, round=rnd)
+                mach = RingAllReduce(peer, ring, data[m], session=SESSION, round=rnd, out=warm[m])
             else:
                 mach = SecureRingAllReduce(
                     peer, ring, data[m], keys, pubs, session=SESSION, round=rnd
@@ -193,6 +251,8 @@ def worker(peer, n, sizes, barrier, conn):
                 else:
                     extra["plain"] = res.copy() if m <= 10**6 else None
             conn.send(("done", dt, mach.bytes_sent, cpu, extra))
+            # freed before the next sum: with tune_malloc its buffers come back warm
+            del mach, res
     except BaseException:
         import traceback
 
@@ -232,6 +292,13 @@ class Group:
         for c in self.conns:
             c.send(("run", kind, m, rnd, check))
         return self._gather("done")
+
+    def floor(self, m):
+        """Every peer's `floor_work` for m elements, all at once (as they share the cores
+        during a sum)."""
+        for c in self.conns:
+            c.send(("floor", m))
+        return [r[0] for r in self._gather("floor")]
 
     def close(self):
         try:
@@ -291,6 +358,8 @@ def bench_n(n, sizes, reps, warmup):
                         cpu[kind].append(sum(x[2] for x in res) / n)
             v = verify(n, m, checks["secure"], checks["plain"])
             med = {k: statistics.median(t[k]) for k in t}
+            floor = statistics.median(statistics.mean(g.floor(m)) for _ in range(max(3, reps // 2)))
+            plain_cpu = statistics.median(cpu["plain"])
             rows.append(
                 dict(
                     n=n,
@@ -298,8 +367,10 @@ def bench_n(n, sizes, reps, warmup):
                     plain_ms=1e3 * med["plain"],
                     secure_ms=1e3 * med["secure"],
                     ratio=med["secure"] / med["plain"],
-                    plain_cpu_ms_per_peer=1e3 * statistics.median(cpu["plain"]),
+                    plain_cpu_ms_per_peer=1e3 * plain_cpu,
                     secure_cpu_ms_per_peer=1e3 * statistics.median(cpu["secure"]),
+                    floor_cpu_ms_per_peer=1e3 * floor,
+                    floor_ratio=(plain_cpu + floor) / plain_cpu,
                     plain_bytes=sent["plain"],
                     secure_bytes=sent["secure"],
                     bytes_ratio=sent["secure"] / sent["plain"],
@@ -329,7 +400,8 @@ def print_tables(rows, comp) -> None:
         print(f"  {c['what']:42} {c['ms'] * scale:9.3f} ms {unit}  (n = {per:.0e})")
     head = (
         f"{'N':>2} {'elements':>9} {'plain ms':>9} {'secure ms':>10} {'ratio':>6} "
-        f"{'cpu/peer plain':>14} {'secure':>7} {'bytes ratio':>11} {'exact':>5} {'avg rel err':>11}"
+        f"{'cpu/peer plain':>14} {'secure':>7} {'floor':>6} {'floor ratio':>11} "
+        f"{'bytes ratio':>11} {'exact':>5} {'avg rel err':>11}"
     )
     print("\nZeroMQ tcp loopback, one process per peer (median):")
     print(head)
@@ -338,7 +410,8 @@ def print_tables(rows, comp) -> None:
         print(
             f"{r['n']:>2} {r['elements']:>9.0e} {r['plain_ms']:>9.1f} {r['secure_ms']:>10.1f} "
             f"{r['ratio']:>6.2f} {r['plain_cpu_ms_per_peer']:>14.1f} "
-            f"{r['secure_cpu_ms_per_peer']:>7.1f} {r['bytes_ratio']:>11.4f} "
+            f"{r['secure_cpu_ms_per_peer']:>7.1f} {r['floor_cpu_ms_per_peer']:>6.1f} "
+            f"{r['floor_ratio']:>11.2f} {r['bytes_ratio']:>11.4f} "
             f"{'yes' if r['secure_exact'] else 'NO':>5} {r['avg_rel_err']:>11.2e}"
         )
 
