@@ -320,7 +320,8 @@ class _Sim:
         sched = bulk.ring_schedule(self.net, ring, stages)
         for p in ring:
             self.engines[p].finish_setup(result)
-        return float(np.mean([sched.bytes_sent[ring.index(p)] for p in range(self.n)]))
+        at = {q: i for i, q in enumerate(ring)}  # ring.index per party is O(N²) a setup
+        return float(np.mean([sched.bytes_sent[at[p]] for p in range(self.n)]))
 
     def _restarts(self, r: int) -> list[int]:
         """Parties the schedule brings back as members of round r + 1: a fresh engine
@@ -516,9 +517,13 @@ class _Sim:
         scheduled crash or partition. None: message by message."""
         if self.collective != "ring" or not engines:
             return None
-        ring = list(next(iter(engines.values())).members)
+        first = next(iter(engines.values())).members
+        ring = list(first)
+        # after a bulk round the members tuple is one shared object: compare by identity
+        # first, else comparing N tuples of N members is O(N²) a round
         if sorted(ring) != sorted(engines) or any(
-            list(e.members) != ring or e.lost_at_start(r) for e in engines.values()
+            (e.members is not first and e.members != first) or e.lost_at_start(r)
+            for e in engines.values()
         ):
             return None
         if any(self.plan.crash_at(p, r) is not None for p in engines) or any(

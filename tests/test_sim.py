@@ -240,6 +240,29 @@ def test_parties_that_disagree_on_the_classes_are_told_at_setup(tmp_path):
     assert r.data.num_classes == 10 and len({w.state_hash() for w in r.learners}) == 1
 
 
+def test_a_round_runs_in_bulk_only_when_every_party_has_the_same_members():
+    from types import SimpleNamespace
+
+    from ringfl.engine.faults import FaultPlan
+    from ringfl.sim import _Sim
+
+    class Engine:
+        def __init__(self, members, lost=frozenset()):
+            self.members, self.lost = members, lost
+
+        def lost_at_start(self, r):
+            return self.lost
+
+    sim = SimpleNamespace(collective="ring", plan=FaultPlan.empty())
+    shared = (0, 1, 2)
+    same = {p: Engine(shared) for p in range(3)}  # one tuple for all, as bulk rounds give
+    assert _Sim._bulk_ring(sim, 1, same) == [0, 1, 2]
+    equal = {0: Engine((0, 1, 2)), 1: Engine(tuple([0, 1, 2])), 2: Engine((0, 1, 2))}
+    assert _Sim._bulk_ring(sim, 1, equal) == [0, 1, 2]
+    for odd in (Engine((0, 1)), Engine((0, 2, 1)), Engine(shared, frozenset({2}))):
+        assert _Sim._bulk_ring(sim, 1, {0: Engine(shared), 1: odd, 2: Engine(shared)}) is None
+
+
 def test_ring_records_must_agree_on_the_membership():
     from ringfl.engine.round import RoundRecord
     from ringfl.sim import _agreed
