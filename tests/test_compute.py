@@ -338,3 +338,38 @@ def test_cli_backend_options_are_checked(tmp_path, capsys, monkeypatch, extra, e
     (tmp_path / "exp.toml").write_text(CLI_CONFIG)
     assert main(["simulate", "--topology", "ring2.json", "--config", "exp.toml", *extra]) == 1
     assert error in capsys.readouterr().err
+
+
+def test_a_workers_model_loads_and_saves_a_state_as_set_flat_and_get_flat_do():
+    from ringfl.algorithms.base import get_flat, set_flat
+    from ringfl.compute.job import _Model
+
+    class Odd(nn.Module):
+        """Float parameters and buffers, an integer buffer, a transposed (non-contiguous)
+        parameter and a float64 one."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4))
+            self.t = nn.Parameter(torch.arange(6.0).reshape(2, 3).t())
+            self.register_buffer("scale", torch.ones(3))
+
+    for dtype in (torch.float32, torch.float64):
+        torch.manual_seed(0)
+        module, twin = Odd().to(dtype), Odd().to(dtype)
+        assert not module.t.is_contiguous()
+        m = _Model.of(module)
+        state = np.random.default_rng(1).standard_normal(m.size).astype(np.float32)
+        assert m.size == get_flat(twin).shape[0]
+        m.load(state)
+        set_flat(twin, state)
+        theirs = twin.state_dict()
+        for k, a in module.state_dict().items():
+            assert torch.equal(a, theirs[k]), k
+        out = np.full(m.size + 2, np.nan, dtype=np.float32)
+        with torch.no_grad():
+            module.t.mul_(3)  # the views follow the module's tensors, updated in place
+            twin.t.mul_(3)
+        m.save(out)
+        np.testing.assert_array_equal(out[: m.size], get_flat(twin))
+        assert np.isnan(out[m.size :]).all()
