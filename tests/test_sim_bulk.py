@@ -214,3 +214,90 @@ def test_simulator_bulk_rounds_equal_message_rounds(secure):
         {k: v for k, v in m.items() if k not in strip} for m in b.metrics
     ]
     assert {e.state_hash() for e in a.learners} == {e.state_hash() for e in b.learners}
+
+
+def test_a_schedule_worked_out_ahead_is_handed_over_only_for_the_round_it_assumed():
+    from ringfl.sim import _ScheduleAhead
+    from ringfl.transport.bulk import ring_schedule_steps
+
+    n, m = 7, 5_000
+    ring, _, net, start = setting(n, m, seed=3)
+    plain = [AllReduce(m, 4, 4000)]
+    for stages, other in (
+        (plain, [AllReduce(m + 1, 4, 4000)]),
+        # a committee of other parties: the SHARES and REVEAL laps' blobs differ
+        (secure_stages(ring, m, Masking(), ring[:3]), secure_stages(ring, m, Masking(), ring[1:4])),
+    ):
+        want = ring_schedule(net, ring, stages, start)
+
+        def ahead(stages=stages):
+            return _ScheduleAhead(
+                ring, stages, start, ring_schedule_steps(net, ring, stages, start)
+            )
+
+        for pulled in (0, 1, 10**6):  # the workers finished first, midway, or last
+            a = ahead()
+            for _ in itertools.islice(a.steps, pulled):
+                pass
+            got = a.take(list(ring), list(stages), dict(start))
+            assert got is not None
+            for field in ("finished_at", "bytes_sent", "messages", "silence"):
+                np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
+        later = {**start, ring[3]: start[ring[3]] + 1e-9}
+        assert ahead().take(ring, stages, later) is None
+        assert ahead().take(ring, other, start) is None
+        assert ahead().take(ring[1:] + ring[:1], stages, start) is None
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_the_schedule_worked_out_while_parties_train_keeps_the_clock(secure, monkeypatch):
+    from ringfl.compute import Inline
+    from ringfl.sim import _ScheduleAhead, _Sim
+
+    cfg = config_from_dict(
+        {
+            "seed": 2,
+            "data": {"dataset": "digits", "train_subset": 400, "test_subset": 100},
+            "partition": {"name": "dirichlet", "alpha": 0.5, "min_size": 20},
+            "model": {"name": "logreg"},
+            # epochs: each party's step count (and so its start time) follows its data
+            "train": {"rounds": 4, "local_epochs": 1, "batch_size": 16, "lr": 0.1},
+            "algorithm": {"name": "ring", "secure": secure},
+        }
+    )
+    g = make("ring", 6)
+
+    def clock(result):
+        return [
+            (m["virtual_comm_s"], m["time_s"], m["bytes_sent_per_peer"], m["accuracy"])
+            for m in result.metrics
+        ], [e.workload.get().tobytes() for e in result.engines]
+
+    class WorkersFirst(Inline):
+        """Trains, then does the driver's background work (as workers that finish
+        before the driver does)."""
+
+        def _execute(self, tasks, starts, background=None):
+            yield from super()._execute(tasks, starts)
+            for _ in background or ():
+                pass
+
+    taken = []
+    take = _ScheduleAhead.take
+
+    def counting(self, *args):
+        got = take(self, *args)
+        taken.append(got is not None)
+        return got
+
+    monkeypatch.setattr(_ScheduleAhead, "take", counting)
+    runs = {
+        b.__class__.__name__: clock(simulate(g, cfg, progress=False, baseline=False, backend=b))
+        for b in (Inline(), WorkersFirst())
+    }
+    assert taken == [True] * (2 * (cfg.train.rounds - 1))  # every round after the first
+    monkeypatch.setattr(_Sim, "_schedule_ahead", lambda *args: None)
+    want = clock(simulate(g, cfg, progress=False, baseline=False, backend=Inline()))
+    times = [m[1] for m in want[0]]
+    assert times == sorted(times) and times[0] > 0
+    assert runs == {"Inline": want, "WorkersFirst": want}
