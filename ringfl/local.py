@@ -93,15 +93,6 @@ class SGD:
         torch._foreach_add_(params, grads, alpha=-self.lr)
 
 
-def steps_for(samples: int, batch_size: int, epochs: int | None, steps: int | None) -> int:
-    """Mini-batch steps a round of local training takes: `steps`, or `epochs` full passes
-    over `samples` (the last batch of a pass may be short)."""
-    if steps is not None:
-        return steps
-    assert epochs is not None
-    return epochs * math.ceil(samples / batch_size)
-
-
 class LocalTrainer:
     """SGD on `data` for `model` (updated in place). The optimizer (and its momentum) lives
     as long as the trainer, across rounds; algorithms write new weights into the same
@@ -147,8 +138,12 @@ class LocalTrainer:
         return len(self.data)
 
     def steps_for(self, epochs: int | None, steps: int | None) -> int:
-        """Mini-batch steps one round takes (`steps_for` of this party's data)."""
-        return steps_for(len(self.data), self.batch_size, epochs, steps)
+        """Mini-batch steps one round takes: `steps`, or `epochs` full passes (the last
+        batch of a pass may be short)."""
+        if steps is not None:
+            return steps
+        assert epochs is not None
+        return epochs * math.ceil(len(self.data) / self.batch_size)
 
     def _batches(self, round_index: int, total_steps: int):
         rng = np.random.default_rng([self.seed, self.peer, round_index])

@@ -37,7 +37,7 @@ import copy
 import dataclasses
 import itertools
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,57 +189,6 @@ def consensus_distance(flats: Sequence[np.ndarray]) -> float:
     return float(np.linalg.norm(x - x.mean(axis=0), axis=1).mean())
 
 
-class _ScheduleAhead:
-    """A bulk round's schedule (`bulk.ring_schedule_steps`) worked out while the workers
-    train, from the start times and stages the round was expected to have. The schedule
-    is a function of ring, stages and start times alone, so `take` hands it over only
-    when the round has exactly those: the same bits as working it out afterwards."""
-
-    def __init__(
-        self,
-        ring: list[int],
-        stages: list[bulk.Gather | bulk.AllReduce],
-        start_at: dict[int, float],
-        run: Generator[None, None, bulk.Schedule],
-    ) -> None:
-        self.ring, self.stages, self.start_at = list(ring), stages, dict(start_at)
-        self.schedule: bulk.Schedule | None = None
-        self.steps = self._steps(run)  # pulled by the backend between polls of its workers
-
-    def _steps(self, run: Generator[None, None, bulk.Schedule]) -> Iterator[None]:
-        self.schedule = yield from run
-
-    def take(
-        self,
-        ring: list[int],
-        stages: list[bulk.Gather | bulk.AllReduce],
-        start_at: dict[int, float],
-    ) -> bulk.Schedule | None:
-        """The schedule (finished here if the workers were quicker), or None when the
-        round turned out different from what it assumed."""
-        if ring != self.ring or start_at != self.start_at or not _same_stages(stages, self.stages):
-            return None
-        for _ in self.steps:
-            pass
-        return self.schedule
-
-
-def _same_stages(
-    a: Sequence[bulk.Gather | bulk.AllReduce], b: Sequence[bulk.Gather | bulk.AllReduce]
-) -> bool:
-    if len(a) != len(b):
-        return False
-    for x, y in zip(a, b, strict=True):
-        if type(x) is not type(y):
-            return False
-        if isinstance(x, bulk.Gather) and isinstance(y, bulk.Gather):
-            if not np.array_equal(x.blob_bytes, y.blob_bytes):
-                return False
-        elif x != y:
-            return False
-    return True
-
-
 class _Sim:
     """The simulator's loop (see the module docstring); only driving, no decisions."""
 
@@ -304,7 +253,6 @@ class _Sim:
         self.clock = 0.0
         self.bulk = not messages
         self.phases: dict[str, float] = {}  # the last round's wall seconds by phase
-        self._payload_length: int | None = None  # of the last bulk round's sum
         self._bulk_clipped: dict[int, int] | None = None
         self._long_term: dict[int, Any] = {}  # bulk secure sums: each party's X25519 cache
         self.away: set[int] = set()  # went offline or were declared stragglers: may rejoin
@@ -492,9 +440,7 @@ class _Sim:
         losses, steps = [], {}
         # parties offline at the round's start do not train
         online = {p: e for p, e in engines.items() if offline_at.get(p, 1.0) > 0}
-        ahead = self._schedule_ahead(ring, engines, online, prep) if ring is not None else None
         work = [prep.steps()] if prep is not None else []
-        work += [ahead.steps] if ahead is not None else []
         work += [later] if later is not None else []
         background = itertools.chain(*work) if work else None
         for p, st in self.trainers.train_round(r, online, background).items():
@@ -502,10 +448,18 @@ class _Sim:
                 losses.append(st.loss)
                 steps[p] = st.steps
         compute = time.perf_counter() - t0
-        start_at = self._start_at(engines, steps)
+        start_at = {
+            p: training_s(
+                steps.get(p, 0),
+                self.step_s,
+                self.speeds[p] if p < self.n else 1.0,
+                self.plan.slow_peers.get(p, 1.0),
+            )
+            for p in engines
+        }
         self.phases = {"train_s": compute}
         if ring is not None:
-            done = self._bulk_round(r, ring, engines, start_at, offline_at, prep, ahead)
+            done = self._bulk_round(r, ring, engines, start_at, offline_at, prep)
             if done is not None:
                 return done, self._finish_bulk(r, engines, done), losses, compute
         machines: dict[int, Machine] = {p: e.round_machine(r) for p, e in engines.items()}
@@ -606,47 +560,6 @@ class _Sim:
             long_term=self._long_term,
         )
 
-    def _start_at(self, engines: dict[int, RoundEngine], steps: dict[int, int]) -> dict[int, float]:
-        """When each party's collective starts in the round: its local steps' virtual time
-        (none for a party that did not train)."""
-        return {
-            p: training_s(
-                steps.get(p, 0),
-                self.step_s,
-                self.speeds[p] if p < self.n else 1.0,
-                self.plan.slow_peers.get(p, 1.0),
-            )
-            for p in engines
-        }
-
-    def _stages(
-        self, ring: list[int], length: int, prep: bulk.SecurePrep | None
-    ) -> list[bulk.Gather | bulk.AllReduce]:
-        """The laps of a bulk ring sum of `length` elements (secure: with `prep`'s keys)."""
-        if prep is None:
-            return [bulk.AllReduce(length, 4)]
-        return bulk.secure_stages(ring, length, prep.masking, prep.committee)
-
-    def _schedule_ahead(
-        self,
-        ring: list[int],
-        engines: dict[int, RoundEngine],
-        online: dict[int, RoundEngine],
-        prep: bulk.SecurePrep | None,
-    ) -> _ScheduleAhead | None:
-        """The round's bulk schedule, to work out while the workers train: from the start
-        times its parties' planned steps give and the last bulk round's payload length.
-        None when either is not known before the training."""
-        planned = self.trainers.planned_steps(online)
-        if planned is None or self._payload_length is None:
-            return None
-        steps = {p: k for p, k in planned.items() if p < self.n}
-        start_at = self._start_at(engines, steps)
-        stages = self._stages(ring, self._payload_length, prep)
-        links = dict(self.plan.slow_links)
-        run = bulk.ring_schedule_steps(self.net, ring, stages, start_at, link_factor=links)
-        return _ScheduleAhead(ring, stages, start_at, run)
-
     def _bulk_round(
         self,
         r: int,
@@ -655,23 +568,22 @@ class _Sim:
         start_at: dict[int, float],
         offline_at: dict[int, float],
         prep: bulk.SecurePrep | None,
-        ahead: _ScheduleAhead | None = None,
     ) -> RunResult | None:
         """The round's ring sum in bulk (`ringfl.transport.bulk`) over `ring`
         (`_bulk_ring`), when nothing goes wrong in it either: nobody going offline before
         the sum is done and no silence the deadlines would act on. `prep`: the secure
-        sum's prepared keys (None: a plain sum); `ahead`: its schedule worked out while
-        the workers trained, used when the round has the start times and stages it
-        assumed. None: run it message by message."""
+        sum's prepared keys (None: a plain sum). None: run it message by message."""
         t0 = time.perf_counter()
         first = engines[ring[0]].ring_payload(r)
-        length = self._payload_length = first.shape[0]
-        stages = self._stages(ring, length, prep)
-        sched = ahead.take(ring, stages, start_at) if ahead is not None else None
-        if sched is None:
-            sched = bulk.ring_schedule(
-                self.net, ring, stages, start_at, link_factor=dict(self.plan.slow_links)
-            )
+        length = first.shape[0]
+        stages: list[bulk.Gather | bulk.AllReduce] = (
+            [bulk.AllReduce(length, 4)]
+            if prep is None
+            else bulk.secure_stages(ring, length, prep.masking, prep.committee)
+        )
+        sched = bulk.ring_schedule(
+            self.net, ring, stages, start_at, link_factor=dict(self.plan.slow_links)
+        )
         end = float(sched.finished_at.max())
         hard = 65.0 * self.net.deadline_s
         if self.deadlines is not None:

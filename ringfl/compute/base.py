@@ -26,7 +26,7 @@ from ringfl.compute.store import SimWorkload, StateStore
 from ringfl.data import Dataset
 from ringfl.engine.round import RoundEngine
 from ringfl.engine.workload import LocalStats
-from ringfl.local import EvalResult, evaluate, steps_for
+from ringfl.local import EvalResult, evaluate
 
 
 class Backend:
@@ -117,21 +117,6 @@ class Backend:
         for result, local in self._execute(tasks, starts, background):
             store.accept(result, round_index, local)
         return {p: e.train(round_index) for p, e in engines.items()}
-
-    def planned_steps(self, engines: Mapping[int, RoundEngine]) -> dict[int, int] | None:
-        """The steps each engine's party will report for a round's local work, when all
-        are parties this backend trains (their data and the job fix the count); None
-        otherwise. Lets the driver work out a round's timing while the workers train."""
-        if self._store is None:
-            return None
-        t, sizes = self.job.train, self.job.sizes
-        planned = {}
-        for p, e in engines.items():
-            w = e.workload
-            if e.aux or not isinstance(w, SimWorkload) or w.store is not self._store:
-                return None
-            planned[p] = steps_for(sizes[p], t.batch_size, t.epochs, t.local_steps)
-        return planned
 
     def evaluate(self, peers: Sequence[int]) -> list[EvalResult]:
         """Each party's current model scored on the test set given to `load`, in the order

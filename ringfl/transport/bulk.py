@@ -34,7 +34,7 @@ Tests check all three against `MemoryNetwork` running the real machines.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -141,8 +141,7 @@ class _Ring:
         np.maximum(self.last, accepted, out=self.last)
         return got
 
-    def gather(self, stage: Gather) -> Iterator[None]:
-        """The lap's steps; yields after each (see `ring_schedule_steps`)."""
+    def gather(self, stage: Gather) -> None:
         n = self.n
         if n == 1:
             return
@@ -153,12 +152,10 @@ class _Ring:
             size = twice[n - s : 2 * n - s]  # position r forwards the blob of position r − s
             ready = self.enter if prev is None else np.maximum(prev, self.enter)
             prev = self._send_all(ready, size)
-            yield
         assert prev is not None
         self.enter = prev
 
-    def allreduce(self, stage: AllReduce) -> Iterator[None]:
-        """The all-reduce's 2(N − 1) steps; yields after each."""
+    def allreduce(self, stage: AllReduce) -> None:
         n, m = self.n, stage.length
         if n == 1:
             return
@@ -184,7 +181,6 @@ class _Ring:
                     valid = size[:, k] >= 0
                     new.append(self.send(ready, np.maximum(size[:, k], 0), valid))
             prev = new
-            yield
         self.enter = prev[0] if k_max == 1 else np.maximum.reduce(prev)
 
 
@@ -197,40 +193,14 @@ def ring_schedule(
 ) -> Schedule:
     """The virtual times, bytes and messages of `stages` run one after another around
     `ring` on `net`, each party starting at `start_at` (see the module docstring)."""
-    steps = ring_schedule_steps(net, ring, stages, start_at, link_factor)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as finished:
-            schedule: Schedule = finished.value
-            return schedule
-
-
-#: Party-steps of the clock's recurrence between two yields of `ring_schedule_steps`
-#: (about a millisecond of work: a caller polling between steps polls this often).
-STEP_WORK = 1 << 18
-
-
-def ring_schedule_steps(
-    net: MemoryNetwork,
-    ring: Sequence[int],
-    stages: Sequence[Gather | AllReduce],
-    start_at: Mapping[int, float] | None = None,
-    link_factor: Mapping[tuple[int, int], float] | None = None,
-) -> Generator[None, None, Schedule]:
-    """`ring_schedule` a few ring steps at a time: yields between them and returns the
-    schedule (the same bits). The recurrence is O(N²) a round; the simulator runs it
-    while its workers train, when it can tell the round's start times beforehand."""
     start = np.array([float((start_at or {}).get(p, 0.0)) for p in ring])
     lf = {(min(a, b), max(a, b)): f for (a, b), f in (link_factor or {}).items()}
     clock = _Ring(net, ring, start, lf)
-    every = max(1, STEP_WORK // max(len(ring), 1))
-    done = 0
     for st in stages:
-        for _ in clock.gather(st) if isinstance(st, Gather) else clock.allreduce(st):
-            done += 1
-            if done % every == 0:
-                yield
+        if isinstance(st, Gather):
+            clock.gather(st)
+        else:
+            clock.allreduce(st)
     return Schedule(clock.enter, clock.bytes, clock.messages, clock.silence)
 
 
@@ -513,7 +483,6 @@ __all__ = [
     "RingSum",
     "plain_ring_sum",
     "ring_schedule",
-    "ring_schedule_steps",
     "secure_ring_sum",
     "secure_stages",
 ]
