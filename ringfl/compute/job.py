@@ -122,10 +122,14 @@ class _Model:
                 at += v.numel()
         return _Model(module, spec, extra, views, at)
 
-    def load(self, state: np.ndarray) -> None:
-        """`set_flat(module, state)`: the same bits."""
+    def load(self, state: np.ndarray, extras: dict[str, np.ndarray] | None = None) -> None:
+        """`set_flat(module, state)` (the same bits), and the integer buffers `extras`."""
         for view, a, b in self.views:
             view[...] = state[a:b].reshape(view.shape)
+        if extras:
+            module_state = self.module.state_dict()
+            for k, v in extras.items():
+                module_state[k].copy_(torch.from_numpy(np.array(v)))
 
     def save(self, out: np.ndarray) -> None:
         """`out[:size] = get_flat(module)`: the same bits."""
@@ -169,11 +173,7 @@ class Trainer:
             raise ValueError(
                 f"peer {task.peer}: start state has {start.shape[0]} floats, model {m.size}"
             )
-        m.load(start)
-        if task.extras:
-            state = m.module.state_dict()
-            for k, v in task.extras.items():
-                state[k].copy_(torch.from_numpy(np.array(v)))
+        m.load(start, task.extras)
         t = self.job.train
         trainer = LocalTrainer(
             m.module,
@@ -217,11 +217,7 @@ class Trainer:
         m = self.model(self.job.classes[peer])
         if state.shape[0] != m.size:
             raise ValueError(f"peer {peer}: state has {state.shape[0]} floats, model {m.size}")
-        m.load(state)
-        if extras:
-            module_state = m.module.state_dict()
-            for k, v in extras.items():
-                module_state[k].copy_(torch.from_numpy(np.array(v)))
+        m.load(state, extras)
         return evaluate(m.module, data)
 
 
